@@ -1,0 +1,60 @@
+"""shigoto: PostgreSQL-backed background jobs for Python.
+
+from shigoto import Shigoto
+
+app = Shigoto()                       # SHIGOTO_DSN, or an embedded PostgreSQL
+
+@app.worker(queue="emails", max_attempts=5)
+async def send_email(to: str, subject: str) -> None: ...
+
+await app.migrate()
+job = await send_email.enqueue({"to": "a@b.c", "subject": "Hi"})
+"""
+
+from shigoto.admin import JobFilter, JobPage, QueueStatus, Status
+from shigoto.app import Shigoto, SyncShigoto
+from shigoto.config import Config
+from shigoto.job import FINAL_STATES, Job, JobSpec, JobState
+from shigoto.outcomes import (
+    Cancel,
+    ConfigurationError,
+    Discard,
+    DuplicateWorkerError,
+    EmbeddedServerUnavailable,
+    InvalidJobError,
+    MigrationError,
+    RetryAfter,
+    ShigotoError,
+    Snooze,
+    UnknownWorkerError,
+)
+from shigoto.worker import FunctionWorker, Worker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FINAL_STATES",
+    "Cancel",
+    "Config",
+    "ConfigurationError",
+    "Discard",
+    "DuplicateWorkerError",
+    "EmbeddedServerUnavailable",
+    "FunctionWorker",
+    "InvalidJobError",
+    "Job",
+    "JobFilter",
+    "JobPage",
+    "JobSpec",
+    "JobState",
+    "MigrationError",
+    "QueueStatus",
+    "RetryAfter",
+    "Shigoto",
+    "ShigotoError",
+    "Snooze",
+    "Status",
+    "SyncShigoto",
+    "UnknownWorkerError",
+    "Worker",
+]

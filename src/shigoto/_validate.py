@@ -1,0 +1,147 @@
+"""Checks applied at the edge, before anything reaches the database.
+
+Every check raises `InvalidJobError(field, problem)` so the message names what was wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shigoto.outcomes import ConfigurationError, InvalidJobError
+
+MAX_NAME_LENGTH = 255
+MAX_QUEUE_LENGTH = 128
+MAX_TAG_LENGTH = 255
+MAX_TAGS = 64
+PRIORITY_RANGE = (-32768, 32767)  # stored as smallint
+MAX_ATTEMPTS_RANGE = (1, 10_000)
+
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def schema_name(name: str) -> str:
+    """Return `name` if it is a safe, unquoted PostgreSQL schema name, else raise."""
+    if not isinstance(name, str) or not _SCHEMA_NAME.fullmatch(name) or name.startswith("pg_"):
+        raise ConfigurationError(
+            f"schema: {name!r} is not a valid schema name "
+            "(lower-case letters, digits and _, starting with a letter or _, at most 63, no pg_)"
+        )
+    return name
+
+
+def text(value: object, field: str, *, max_length: int) -> str:
+    """A non-empty string PostgreSQL can store (no NUL), at most `max_length` characters."""
+    if not isinstance(value, str):
+        raise InvalidJobError(field, f"must be a string, got {type(value).__name__}")
+    if not value:
+        raise InvalidJobError(field, "must not be empty")
+    if len(value) > max_length:
+        raise InvalidJobError(field, f"is {len(value)} characters long; at most {max_length}")
+    if "\x00" in value:
+        raise InvalidJobError(field, "contains a NUL character, which PostgreSQL cannot store")
+    return value
+
+
+def queue(value: object, field: str = "queue") -> str:
+    return text(value, field, max_length=MAX_QUEUE_LENGTH)
+
+
+def worker_name(value: object, field: str = "worker") -> str:
+    return text(value, field, max_length=MAX_NAME_LENGTH)
+
+
+def integer(value: object, field: str, bounds: tuple[int, int]) -> int:
+    low, high = bounds
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidJobError(field, f"must be an integer, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise InvalidJobError(field, f"must be between {low} and {high}, got {value}")
+    return value
+
+
+def priority(value: object) -> int:
+    return integer(value, "priority", PRIORITY_RANGE)
+
+
+def max_attempts(value: object) -> int:
+    return integer(value, "max_attempts", MAX_ATTEMPTS_RANGE)
+
+
+def seconds(value: object, field: str, *, allow_zero: bool = True) -> float:
+    """A duration given as seconds (int/float) or a `timedelta`, returned in seconds."""
+    raw = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+        raise InvalidJobError(field, f"must be a number of seconds or a timedelta, got {value!r}")
+    if raw < 0 or (raw == 0 and not allow_zero):
+        raise InvalidJobError(field, f"must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return float(raw)
+
+
+def aware_datetime(value: object, field: str) -> datetime:
+    if not isinstance(value, datetime):
+        raise InvalidJobError(field, f"must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+        raise InvalidJobError(
+            field,
+            "is a naive datetime; give it a time zone (e.g. datetime.now(UTC)), "
+            "shigoto does not guess one",
+        )
+    return value.astimezone(UTC)
+
+
+def tags(value: object, field: str = "tags") -> list[str]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise InvalidJobError(field, "must be a list of strings")
+    result = [text(tag, f"{field}[{i}]", max_length=MAX_TAG_LENGTH) for i, tag in enumerate(value)]
+    if len(result) > MAX_TAGS:
+        raise InvalidJobError(field, f"has {len(result)} tags; at most {MAX_TAGS}")
+    return list(dict.fromkeys(result))  # drop duplicates, keep order
+
+
+def json_object(value: object, field: str) -> dict[str, Any]:
+    """Check that `value` is a JSON object PostgreSQL `jsonb` can store, and return it.
+
+    Rejects non-string keys, values JSON cannot express (sets, objects, NaN...), and NUL
+    characters, naming the key path of the first offence: `args["user"]["tags"][2]`.
+    """
+    if not isinstance(value, Mapping):
+        raise InvalidJobError(field, f"must be a JSON object (a dict), got {type(value).__name__}")
+    _check_json(value, field)
+    return dict(value)
+
+
+def _check_json(value: object, path: str) -> None:
+    if value is None or isinstance(value, bool | int):
+        return
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidJobError(
+                path, "contains a NUL character, which PostgreSQL jsonb cannot store"
+            )
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidJobError(path, f"{value!r} is not a JSON number")
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidJobError(
+                    f"{path}[{key!r}]", f"keys must be strings, got {type(key).__name__}"
+                )
+            if "\x00" in key:
+                raise InvalidJobError(
+                    f"{path}[{key!r}]", "key contains a NUL character, which jsonb cannot store"
+                )
+            _check_json(item, f"{path}[{json.dumps(key)}]")
+        return
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_json(item, f"{path}[{index}]")
+        return
+    raise InvalidJobError(path, f"{type(value).__name__} is not JSON-serializable")

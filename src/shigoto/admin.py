@@ -1,0 +1,121 @@
+"""The shapes of admin queries: filters in, pages and status out."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from shigoto import _validate as check
+from shigoto.job import FINAL_STATES, Job, JobState, job_states
+from shigoto.outcomes import InvalidJobError
+
+CANCELLABLE_STATES = tuple(s for s in JobState if s not in FINAL_STATES)
+RETRYABLE_STATES = (
+    JobState.SCHEDULED,
+    JobState.RETRYABLE,
+    JobState.COMPLETED,
+    JobState.DISCARDED,
+    JobState.CANCELLED,
+)
+
+StrOrList = str | Iterable[str] | None
+
+
+def _names(value: StrOrList, field: str, check_one: Any) -> list[str] | None:
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str) else list(value)
+    return [check_one(item, field) for item in items]
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Which jobs an admin call applies to; every criterion is optional.
+
+    queue/worker accept one name or several; tags match jobs carrying all of them.
+    """
+
+    states: list[JobState] | None = None
+    queues: list[str] | None = None
+    workers: list[str] | None = None
+    tags: list[str] | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        state: JobState | str | Iterable[JobState | str] | None = None,
+        queue: StrOrList = None,
+        worker: StrOrList = None,
+        tags: Iterable[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> JobFilter:
+        return cls(
+            states=None if state is None else job_states(state),
+            queues=_names(queue, "queue", check.queue),
+            workers=_names(worker, "worker", check.worker_name),
+            tags=None if tags is None else check.tags(tags),
+            since=None if since is None else check.aware_datetime(since, "since"),
+            until=None if until is None else check.aware_datetime(until, "until"),
+        )
+
+    def is_empty(self) -> bool:
+        return all(getattr(self, f.name) is None for f in dataclasses.fields(self))
+
+    def only_states(self, allowed: Iterable[JobState], default: Iterable[JobState]) -> JobFilter:
+        """This filter with its states checked against `allowed`, or `default` when unset."""
+        allowed = tuple(allowed)
+        if self.states is None:
+            return dataclasses.replace(self, states=list(default))
+        wrong = [s.value for s in self.states if s not in allowed]
+        if wrong:
+            names = ", ".join(s.value for s in allowed)
+            raise InvalidJobError("states", f"{', '.join(wrong)} not allowed here (only {names})")
+        return self
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "states": None if self.states is None else [s.value for s in self.states],
+            "queues": self.queues,
+            "workers": self.workers,
+            "tags": self.tags,
+            "since": self.since,
+            "until": self.until,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    """One page of `list_jobs`, newest first; pass `next_cursor` as `after` for the next."""
+
+    jobs: list[Job]
+    next_cursor: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatus:
+    name: str
+    counts: dict[JobState, int] = field(default_factory=dict)
+    oldest_available_age: float | None = None  # seconds the oldest due job has waited
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """Job counts by queue and state: `(await app.status()).queues["default"].counts`."""
+
+    queues: dict[str, QueueStatus]
+
+    def count(self, state: JobState | str, queue: str | None = None) -> int:
+        state = JobState(state)
+        chosen = self.queues.values() if queue is None else [self.queues.get(queue)]
+        return sum(q.counts.get(state, 0) for q in chosen if q is not None)

@@ -1,0 +1,402 @@
+"""`Shigoto`: configuration, worker registry, and the facade over the job store.
+
+    app = Shigoto()                      # SHIGOTO_DSN, or the embedded PostgreSQL
+    await app.migrate()
+
+    @app.worker(queue="emails")
+    async def send_email(to: str) -> None: ...
+
+    job = await send_email.enqueue({"to": "a@b.c"})
+    page = await app.list_jobs(state="available")
+
+Non-async code uses the same calls on `app.sync` (see `SyncShigoto`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar, overload
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from shigoto import _validate as check
+from shigoto.admin import CANCELLABLE_STATES, RETRYABLE_STATES, JobFilter, JobPage, Status
+from shigoto.config import Config
+from shigoto.db import migrator, store
+from shigoto.db.embedded import embedded_dsn
+from shigoto.db.operations import Operation, run_async, run_sync
+from shigoto.db.queries import Queries
+from shigoto.job import FINAL_STATES, Job, JobSpec, JobState
+from shigoto.outcomes import ConfigurationError, InvalidJobError
+from shigoto.worker import FunctionWorker, Worker, WorkerRegistry
+
+T = TypeVar("T")
+W = TypeVar("W", bound=type[Worker])
+
+MAX_PAGE = 1000
+
+
+class _Facade:
+    """What the async app and its sync twin share: configuration and the operations."""
+
+    config: Config
+    workers: WorkerRegistry
+    queries: Queries
+
+    def _dsn(self) -> str:
+        return self.config.dsn or embedded_dsn(self.config.home)
+
+    def _connection_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"autocommit": True, "application_name": "shigoto"}
+        if not self.config.prepared_statements:
+            kwargs["prepare_threshold"] = None  # PgBouncer in transaction pooling mode
+        return kwargs
+
+    def new_job(
+        self, worker: str, args: Mapping[str, Any] | None = None, **options: Any
+    ) -> JobSpec:
+        """A `JobSpec` for the worker registered under `worker`; raises `UnknownWorkerError`."""
+        return self.workers.get(check.worker_name(worker)).new(args, **options)
+
+    @staticmethod
+    def _spec(spec: object) -> JobSpec:
+        if not isinstance(spec, JobSpec):
+            raise InvalidJobError(
+                "spec", f"expected a JobSpec (from Worker.new), got {type(spec).__name__}"
+            )
+        return spec
+
+    def _insert_all_op(self, specs: Iterable[JobSpec]) -> Operation[list[Job]]:
+        return store.insert_all(self.queries, [self._spec(spec) for spec in specs])
+
+    def _list_op(self, limit: int, after: int | None, where: dict[str, Any]) -> Operation[JobPage]:
+        check.integer(limit, "limit", (1, MAX_PAGE))
+        if after is not None:
+            check.integer(after, "after", (1, 2**63 - 1))
+        return store.list_jobs(self.queries, JobFilter.build(**where), limit=limit, after=after)
+
+    @staticmethod
+    def _bulk_filter(
+        where: dict[str, Any], allowed: Sequence[JobState], default: Sequence[JobState]
+    ) -> JobFilter:
+        states = where.pop("states", None)
+        filter_ = JobFilter.build(state=states, **where)
+        if filter_.is_empty():
+            raise InvalidJobError(
+                "filter", "give at least one of queue, worker, tags or states to choose the jobs"
+            )
+        return filter_.only_states(allowed, default)
+
+    def _cancel_by_op(self, where: dict[str, Any]) -> Operation[int]:
+        default = [s for s in CANCELLABLE_STATES if s is not JobState.EXECUTING]
+        return store.cancel_by(self.queries, self._bulk_filter(where, CANCELLABLE_STATES, default))
+
+    def _retry_by_op(self, where: dict[str, Any]) -> Operation[int]:
+        default = [JobState.DISCARDED, JobState.CANCELLED]
+        return store.retry_by(self.queries, self._bulk_filter(where, RETRYABLE_STATES, default))
+
+    def _delete_finished_op(
+        self, older_than: float | timedelta, queue: str | Iterable[str] | None
+    ) -> Operation[int]:
+        age = timedelta(seconds=check.seconds(older_than, "older_than"))
+        queues = JobFilter.build(queue=queue).queues
+        return store.delete_finished(self.queries, age, queues)
+
+
+class Shigoto(_Facade):
+    """A shigoto application: configuration, workers, and the async API.
+
+    Keyword options are `Config` fields (dsn, schema, queues, poll_interval, pool sizes,
+    prepared_statements, home); unset ones come from `SHIGOTO_*` variables.
+    """
+
+    def __init__(self, dsn: str | None = None, *, config: Config | None = None, **options: Any):
+        if config is not None and (dsn is not None or options):
+            raise ConfigurationError("pass either config= or keyword options, not both")
+        self.config = config or Config.from_env(dsn=dsn, **options)
+        self.workers = WorkerRegistry()
+        self.queries = Queries.for_schema(self.config.schema)
+        self.sync = SyncShigoto(self)
+        self._pool: AsyncConnectionPool | None = None
+        self._pool_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"<Shigoto schema={self.config.schema!r} workers={len(self.workers)}>"
+
+    # -- workers ---------------------------------------------------------------------------
+
+    @overload
+    def worker(self, target: W, /) -> W: ...
+    @overload
+    def worker(self, target: Callable[..., Any], /) -> FunctionWorker: ...
+    @overload
+    def worker(self, /, **options: Any) -> Callable[[Any], Any]: ...
+
+    def worker(self, target: Any = None, /, **options: Any) -> Any:
+        """Register a function or a `Worker` subclass; usable bare or with options.
+
+        Options: name, queue, max_attempts (3), priority (0), timeout (300 s), tags,
+        backoff(attempt, error) -> seconds, on_discard(job), unique.
+        """
+
+        def register(obj: Any) -> Any:
+            if isinstance(obj, type):
+                return self.workers.register_class(self, obj, options)
+            return self.workers.register_function(self, obj, options)
+
+        return register if target is None else register(target)
+
+    # -- connections -----------------------------------------------------------------------
+
+    async def _get_pool(self) -> AsyncConnectionPool:
+        if self._pool is None:
+            async with self._pool_lock:
+                if self._pool is None:
+                    dsn = await asyncio.to_thread(self._dsn)
+                    pool = AsyncConnectionPool(
+                        dsn,
+                        min_size=self.config.pool_min_size,
+                        max_size=self.config.pool_max_size,
+                        kwargs=self._connection_kwargs(),
+                        open=False,
+                        name="shigoto",
+                    )
+                    await pool.open(wait=True, timeout=30)
+                    self._pool = pool
+        return self._pool
+
+    async def _run(
+        self, operation: Operation[T], conn: Any = None, *, transaction: bool = False
+    ) -> T:
+        if conn is not None:
+            if not isinstance(conn, psycopg.AsyncConnection):
+                operation.close()
+                raise ConfigurationError(
+                    f"conn: expected a psycopg.AsyncConnection, got {type(conn).__name__}; "
+                    "with a sync connection use app.sync"
+                )
+            return await run_async(conn, operation, transaction=transaction)
+        pool = await self._get_pool()
+        async with pool.connection() as pooled:
+            return await run_async(pooled, operation, transaction=transaction)
+
+    async def close(self) -> None:
+        """Close the connection pools (the async one and, if used, the sync facade's)."""
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+        await asyncio.to_thread(self.sync.close)
+
+    # -- schema ----------------------------------------------------------------------------
+
+    async def migrate(self) -> list[str]:
+        """Apply pending migrations; safe to run concurrently. Returns the applied names."""
+        done = await self._run(migrator.migrate(self.queries), transaction=True)
+        return [f"{m.version:04d}_{m.name}" for m in done]
+
+    async def migration_sql(self) -> str:
+        """The SQL `migrate()` would run now, without running it (`shigoto migrate --dry-run`)."""
+        todo = await self._run(migrator.pending(self.queries))
+        return migrator.dry_run_script(self.queries, todo)
+
+    # -- enqueueing ------------------------------------------------------------------------
+
+    async def insert(self, spec: JobSpec, *, conn: Any = None) -> Job:
+        """Insert one job; with `conn=` it commits or rolls back with the caller's transaction."""
+        return await self._run(store.insert(self.queries, self._spec(spec)), conn)
+
+    async def insert_all(self, specs: Iterable[JobSpec], *, conn: Any = None) -> list[Job]:
+        """Insert many jobs in one statement; returns them in the order given."""
+        return await self._run(self._insert_all_op(specs), conn)
+
+    async def enqueue(
+        self,
+        worker: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        conn: Any = None,
+        **options: Any,
+    ) -> Job:
+        """Insert a job for the worker registered under `worker` (by name)."""
+        return await self.insert(self.new_job(worker, args, **options), conn=conn)
+
+    # -- admin -----------------------------------------------------------------------------
+
+    async def get_job(self, job_id: int) -> Job | None:
+        return await self._run(store.get_job(self.queries, job_id))
+
+    async def list_jobs(
+        self,
+        *,
+        state: JobState | str | Iterable[JobState | str] | None = None,
+        queue: str | Iterable[str] | None = None,
+        worker: str | Iterable[str] | None = None,
+        tags: Iterable[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        after: int | None = None,
+    ) -> JobPage:
+        """Jobs newest first; `after=page.next_cursor` fetches the next page.
+
+        `since`/`until` bound `inserted_at`; `tags` matches jobs that carry all of them.
+        """
+        where = {"state": state, "queue": queue, "worker": worker, "tags": tags}
+        return await self._run(
+            self._list_op(limit, after, {**where, "since": since, "until": until})
+        )
+
+    async def cancel(self, job_id: int) -> bool:
+        """Cancel one unfinished job; False if it does not exist or had already finished."""
+        return await self._run(store.cancel(self.queries, job_id))
+
+    async def retry(self, job_id: int) -> bool:
+        """Make a scheduled, retryable or finished job available now (with one more attempt)."""
+        return await self._run(store.retry(self.queries, job_id))
+
+    async def cancel_by(
+        self,
+        *,
+        queue: str | Iterable[str] | None = None,
+        worker: str | Iterable[str] | None = None,
+        tags: Iterable[str] | None = None,
+        states: Iterable[JobState | str] | None = None,
+    ) -> int:
+        """Cancel every matching job (default: all not executing or finished); returns a count."""
+        where = {"queue": queue, "worker": worker, "tags": tags, "states": states}
+        return await self._run(self._cancel_by_op(where))
+
+    async def retry_by(
+        self,
+        *,
+        queue: str | Iterable[str] | None = None,
+        worker: str | Iterable[str] | None = None,
+        tags: Iterable[str] | None = None,
+        states: Iterable[JobState | str] | None = None,
+    ) -> int:
+        """Retry every matching job (default states: discarded, cancelled); returns a count."""
+        where = {"queue": queue, "worker": worker, "tags": tags, "states": states}
+        return await self._run(self._retry_by_op(where))
+
+    async def delete(self, job_id: int) -> bool:
+        """Delete one job that is not executing; False if there was none to delete."""
+        return await self._run(store.delete(self.queries, job_id))
+
+    async def delete_finished(
+        self, *, older_than: float | timedelta = 0, queue: str | Iterable[str] | None = None
+    ) -> int:
+        """Delete completed, discarded and cancelled jobs finished at least `older_than` ago."""
+        return await self._run(self._delete_finished_op(older_than, queue))
+
+    async def status(self) -> Status:
+        """Job counts by queue and state, and each queue's oldest available job age."""
+        return await self._run(store.status(self.queries))
+
+
+class SyncShigoto(_Facade):
+    """The same calls for code that is not async (Django/Flask views, scripts, the CLI).
+
+        job = app.sync.insert(send_email.new({"to": "a@b.c"}), conn=django_psycopg_conn)
+
+    It has its own small pool of sync connections, opened on first use.
+    """
+
+    def __init__(self, app: Shigoto) -> None:
+        self.app = app
+        self.config = app.config
+        self.workers = app.workers
+        self.queries = app.queries
+        self._pool: ConnectionPool | None = None
+        self._pool_lock = threading.Lock()
+
+    def _get_pool(self) -> ConnectionPool:
+        with self._pool_lock:
+            if self._pool is None:
+                pool = ConnectionPool(
+                    self._dsn(),
+                    min_size=min(self.config.pool_min_size, 1),
+                    max_size=self.config.pool_max_size,
+                    kwargs=self._connection_kwargs(),
+                    open=False,
+                    name="shigoto-sync",
+                )
+                pool.open(wait=True, timeout=30)
+                self._pool = pool
+            return self._pool
+
+    def _run(self, operation: Operation[T], conn: Any = None, *, transaction: bool = False) -> T:
+        if conn is not None:
+            if not isinstance(conn, psycopg.Connection):
+                operation.close()
+                raise ConfigurationError(
+                    f"conn: expected a psycopg.Connection, got {type(conn).__name__}; "
+                    "with an async connection use the async API"
+                )
+            return run_sync(conn, operation, transaction=transaction)
+        with self._get_pool().connection() as pooled:
+            return run_sync(pooled, operation, transaction=transaction)
+
+    def close(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+
+    def migrate(self) -> list[str]:
+        done = self._run(migrator.migrate(self.queries), transaction=True)
+        return [f"{m.version:04d}_{m.name}" for m in done]
+
+    def migration_sql(self) -> str:
+        return migrator.dry_run_script(self.queries, self._run(migrator.pending(self.queries)))
+
+    def insert(self, spec: JobSpec, *, conn: Any = None) -> Job:
+        return self._run(store.insert(self.queries, self._spec(spec)), conn)
+
+    def insert_all(self, specs: Iterable[JobSpec], *, conn: Any = None) -> list[Job]:
+        return self._run(self._insert_all_op(specs), conn)
+
+    def enqueue(
+        self,
+        worker: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        conn: Any = None,
+        **options: Any,
+    ) -> Job:
+        return self.insert(self.new_job(worker, args, **options), conn=conn)
+
+    def get_job(self, job_id: int) -> Job | None:
+        return self._run(store.get_job(self.queries, job_id))
+
+    def list_jobs(self, *, limit: int = 50, after: int | None = None, **where: Any) -> JobPage:
+        return self._run(self._list_op(limit, after, where))
+
+    def cancel(self, job_id: int) -> bool:
+        return self._run(store.cancel(self.queries, job_id))
+
+    def retry(self, job_id: int) -> bool:
+        return self._run(store.retry(self.queries, job_id))
+
+    def cancel_by(self, **where: Any) -> int:
+        return self._run(self._cancel_by_op(where))
+
+    def retry_by(self, **where: Any) -> int:
+        return self._run(self._retry_by_op(where))
+
+    def delete(self, job_id: int) -> bool:
+        return self._run(store.delete(self.queries, job_id))
+
+    def delete_finished(
+        self, *, older_than: float | timedelta = 0, queue: str | Iterable[str] | None = None
+    ) -> int:
+        return self._run(self._delete_finished_op(older_than, queue))
+
+    def status(self) -> Status:
+        return self._run(store.status(self.queries))
+
+
+__all__ = ["FINAL_STATES", "Shigoto", "SyncShigoto"]

@@ -1,0 +1,112 @@
+"""Configuration: one frozen dataclass, set by keyword or by `SHIGOTO_*` environment variables.
+
+    config = Config.from_env(queues={"default": 10})   # keywords win over the environment
+
+| variable                      | field                 |
+|-------------------------------|-----------------------|
+| SHIGOTO_DSN                   | dsn                   |
+| SHIGOTO_SCHEMA                | schema                |
+| SHIGOTO_HOME                  | home                  |
+| SHIGOTO_QUEUES                | queues ("default=10,emails=5") |
+| SHIGOTO_POLL_INTERVAL         | poll_interval         |
+| SHIGOTO_POOL_MIN_SIZE         | pool_min_size         |
+| SHIGOTO_POOL_MAX_SIZE         | pool_max_size         |
+| SHIGOTO_PREPARED_STATEMENTS   | prepared_statements   |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shigoto import _validate
+from shigoto.outcomes import ConfigurationError, InvalidJobError
+
+
+def parse_queues(text: str) -> dict[str, int]:
+    """Parse `"default=10,emails=5"` into `{"default": 10, "emails": 5}`."""
+    queues: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, limit = item.partition("=")
+        if not sep or not limit.strip().isdigit():
+            raise ConfigurationError(f"queues: expected NAME=LIMIT, got {item!r}")
+        queues[name.strip()] = int(limit)
+    return queues
+
+
+def _flag(text: str) -> bool:
+    if text.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if text.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigurationError(f"expected a true/false value, got {text!r}")
+
+
+_ENV: dict[str, tuple[str, Any]] = {
+    "dsn": ("SHIGOTO_DSN", str),
+    "schema": ("SHIGOTO_SCHEMA", str),
+    "home": ("SHIGOTO_HOME", Path),
+    "queues": ("SHIGOTO_QUEUES", parse_queues),
+    "poll_interval": ("SHIGOTO_POLL_INTERVAL", float),
+    "pool_min_size": ("SHIGOTO_POOL_MIN_SIZE", int),
+    "pool_max_size": ("SHIGOTO_POOL_MAX_SIZE", int),
+    "prepared_statements": ("SHIGOTO_PREPARED_STATEMENTS", _flag),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything a `Shigoto` app is configured with.
+
+    dsn: PostgreSQL connection string; None starts the embedded server in `home`.
+    schema: the schema holding shigoto's tables (validated: `[a-z_][a-z0-9_]*`).
+    queues: queue name -> concurrency limit on this node.
+    prepared_statements: turn off behind PgBouncer in transaction pooling mode.
+    """
+
+    dsn: str | None = None
+    schema: str = "shigoto"
+    home: Path = Path(".shigoto")
+    queues: Mapping[str, int] = field(default_factory=lambda: {"default": 10})
+    poll_interval: float = 1.0
+    pool_min_size: int = 1
+    pool_max_size: int = 10
+    prepared_statements: bool = True
+
+    def __post_init__(self) -> None:
+        _validate.schema_name(self.schema)
+        try:
+            for name, limit in self.queues.items():
+                _validate.queue(name, "queues")
+                _validate.integer(limit, f"queues[{name!r}]", (1, 10_000))
+            _validate.seconds(self.poll_interval, "poll_interval", allow_zero=False)
+            _validate.integer(self.pool_min_size, "pool_min_size", (0, 1000))
+            _validate.integer(self.pool_max_size, "pool_max_size", (1, 1000))
+        except InvalidJobError as error:
+            raise ConfigurationError(str(error)) from None
+        if self.pool_min_size > self.pool_max_size:
+            raise ConfigurationError("pool_min_size: must not exceed pool_max_size")
+        object.__setattr__(self, "queues", dict(self.queues))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+        """Read `SHIGOTO_*` variables; keyword arguments that are not None win over them."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, (variable, convert) in _ENV.items():
+            if environ.get(variable):
+                try:
+                    values[name] = convert(environ[variable])
+                except (ValueError, ConfigurationError) as error:
+                    raise ConfigurationError(f"{variable}: {error}") from None
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigurationError(
+                f"unknown configuration option(s): {', '.join(sorted(unknown))}"
+            )
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)

@@ -1,0 +1,91 @@
+"""Database operations written once and run by either an async or a sync connection.
+
+Each operation is a generator: it yields `Statement`s, receives each one's `Result`, and
+returns its value. `run_async` and `run_sync` drive it, so the async API and the sync
+facade share every line of logic and SQL:
+
+    def get_job(q: Queries, job_id: int) -> Operation[Job | None]:
+        result = yield Statement(q.sql("get_job"), {"id": job_id})
+        return Job.from_row(result.rows[0]) if result.rows else None
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, LiteralString, TypeVar
+
+import psycopg
+from psycopg.rows import dict_row
+
+from shigoto.outcomes import MigrationError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    sql: LiteralString
+    params: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    rowcount: int = 0
+
+
+Operation = Generator[Statement, Result, T]
+
+
+def _missing_schema(error: psycopg.Error) -> MigrationError:
+    return MigrationError(
+        f"the shigoto tables are missing ({error.diag.message_primary}); "
+        "run `shigoto migrate` or `await app.migrate()` first"
+    )
+
+
+async def run_async(
+    conn: psycopg.AsyncConnection[Any], operation: Operation[T], *, transaction: bool = False
+) -> T:
+    """Drive `operation` on an async connection, inside a transaction if asked."""
+    if transaction:
+        async with conn.transaction():
+            return await run_async(conn, operation)
+    try:
+        statement = next(operation)
+        while True:
+            async with conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(statement.sql, statement.params)
+                rows = await cur.fetchall() if cur.description is not None else []
+                result = Result(rows, cur.rowcount)
+            statement = operation.send(result)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as error:
+        raise _missing_schema(error) from error
+    finally:
+        operation.close()
+
+
+def run_sync(
+    conn: psycopg.Connection[Any], operation: Operation[T], *, transaction: bool = False
+) -> T:
+    """Drive `operation` on a sync connection, inside a transaction if asked."""
+    if transaction:
+        with conn.transaction():
+            return run_sync(conn, operation)
+    try:
+        statement = next(operation)
+        while True:
+            with conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(statement.sql, statement.params)
+                rows = cur.fetchall() if cur.description is not None else []
+                result = Result(rows, cur.rowcount)
+            statement = operation.send(result)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as error:
+        raise _missing_schema(error) from error
+    finally:
+        operation.close()

@@ -1,0 +1,50 @@
+"""Named SQL statements, loaded from `queries/*.sql` and bound to one schema.
+
+    q = Queries.for_schema("shigoto")
+    q.sql("get_job")   # 'SELECT * FROM shigoto.jobs WHERE id = %(id)s'
+
+The schema name is validated before it is substituted; it is the only text ever spliced
+into SQL. Everything else travels as bound parameters.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from importlib import resources
+from typing import LiteralString
+
+from shigoto import _validate
+
+SCHEMA_TOKEN = "__schema__"
+
+
+@functools.cache
+def _raw(folder: str, name: str) -> str:
+    return (resources.files("shigoto.db") / folder / f"{name}.sql").read_text("utf-8")
+
+
+def bind_schema(sql: str, schema: str) -> LiteralString:
+    """Substitute the (validated) schema name into one of our own SQL files."""
+    # The text comes from files shipped in this package and a name checked against
+    # [a-z_][a-z0-9_]*, so it is as safe as a literal.
+    return sql.replace(SCHEMA_TOKEN, _validate.schema_name(schema))
+
+
+@dataclass(frozen=True)
+class Queries:
+    schema: str
+
+    @classmethod
+    @functools.cache
+    def for_schema(cls, schema: str) -> Queries:
+        return cls(_validate.schema_name(schema))
+
+    @functools.cache  # noqa: B019 - instances are cached per schema and live for the process
+    def sql(self, name: str) -> LiteralString:
+        return bind_schema(_raw("queries", name), self.schema)
+
+    @property
+    def insert_channel(self) -> str:
+        """The NOTIFY channel that announces newly available jobs (payload: the queue)."""
+        return f"{self.schema}.jobs_inserted"

@@ -1,0 +1,1 @@
+SELECT version FROM __schema__.migrations ORDER BY version

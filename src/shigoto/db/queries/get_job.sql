@@ -1,0 +1,1 @@
+SELECT * FROM __schema__.jobs WHERE id = %(id)s

@@ -1,0 +1,1 @@
+SELECT to_regclass('__schema__.migrations') IS NOT NULL AS present

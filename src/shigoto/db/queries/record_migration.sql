@@ -1,0 +1,1 @@
+INSERT INTO __schema__.migrations (version, name) VALUES (%(version)s, %(name)s)

@@ -1,0 +1,179 @@
+"""The job store: every operation on jobs, as `Operation`s the app runs async or sync.
+
+job = await run_async(conn, insert(q, spec))
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, timedelta
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from shigoto.admin import JobFilter, JobPage, QueueStatus, Status
+from shigoto.db.operations import Operation, Statement
+from shigoto.db.queries import Queries
+from shigoto.job import Job, JobSpec, JobState
+
+DELETE_BATCH = 5_000
+_TIMESTAMPS = (
+    "inserted_at",
+    "scheduled_at",
+    "attempted_at",
+    "completed_at",
+    "cancelled_at",
+    "discarded_at",
+    "heartbeat_at",
+)
+
+
+def job_from_row(row: dict[str, Any]) -> Job:
+    """A `Job` with every timestamp in UTC, whatever the session's TimeZone."""
+    for name in _TIMESTAMPS:
+        value = row[name]
+        if value is not None and value.tzinfo is not UTC:
+            row[name] = value.astimezone(UTC)
+    return Job.from_row(row)
+
+
+def _spec_params(spec: JobSpec) -> dict[str, Any]:
+    return {
+        "queue": spec.queue,
+        "worker": spec.worker,
+        "args": Jsonb(spec.args),
+        "meta": Jsonb(spec.meta),
+        "tags": spec.tags,
+        "priority": spec.priority,
+        "max_attempts": spec.max_attempts,
+        "scheduled_at": spec.scheduled_at,
+        "partition_key": spec.partition_key,
+        "origin": spec.origin,
+    }
+
+
+def insert(q: Queries, spec: JobSpec) -> Operation[Job]:
+    result = yield Statement(q.sql("insert_job"), _spec_params(spec))
+    return job_from_row(result.rows[0])
+
+
+def insert_all(q: Queries, specs: Sequence[JobSpec]) -> Operation[list[Job]]:
+    """Insert every spec in one statement; jobs come back in the order given."""
+    if not specs:
+        return []
+    document = json.dumps([_spec_document(spec) for spec in specs])
+    result = yield Statement(q.sql("insert_jobs"), {"jobs": document})
+    # Ids are drawn in the array's order, so sorting by id restores the caller's order.
+    rows = sorted(result.rows, key=lambda row: row["id"])
+    return [_job_from_spec(spec, row) for spec, row in zip(specs, rows, strict=True)]
+
+
+def _spec_document(spec: JobSpec) -> dict[str, Any]:
+    scheduled_at = spec.scheduled_at.isoformat() if spec.scheduled_at else None
+    return {
+        "queue": spec.queue,
+        "worker": spec.worker,
+        "args": spec.args,
+        "meta": spec.meta,
+        "tags": spec.tags,
+        "priority": spec.priority,
+        "max_attempts": spec.max_attempts,
+        "scheduled_at": scheduled_at,
+        "partition_key": spec.partition_key,
+        "origin": spec.origin,
+    }
+
+
+def _job_from_spec(spec: JobSpec, row: dict[str, Any]) -> Job:
+    """The job just inserted, from its spec and the columns the database filled in."""
+    inserted_at = row["inserted_at"].astimezone(UTC)
+    return Job(
+        id=row["id"],
+        state=JobState(row["state"]),
+        queue=spec.queue,
+        worker=spec.worker,
+        args=spec.args,
+        meta=spec.meta,
+        tags=spec.tags,
+        priority=spec.priority,
+        attempt=0,
+        max_attempts=spec.max_attempts,
+        errors=[],
+        result=None,
+        progress=0.0,
+        inserted_at=inserted_at,
+        scheduled_at=row["scheduled_at"].astimezone(UTC),
+        attempted_at=None,
+        completed_at=None,
+        cancelled_at=None,
+        discarded_at=None,
+        attempted_by=None,
+        heartbeat_at=None,
+        unique_key=None,
+        partition_key=spec.partition_key,
+        batch_id=None,
+        depends_on=[],
+        parent_id=None,
+        origin=spec.origin,
+    )
+
+
+def get_job(q: Queries, job_id: int) -> Operation[Job | None]:
+    result = yield Statement(q.sql("get_job"), {"id": job_id})
+    return job_from_row(result.rows[0]) if result.rows else None
+
+
+def list_jobs(q: Queries, where: JobFilter, *, limit: int, after: int | None) -> Operation[JobPage]:
+    params = {**where.params(), "limit": limit, "before_id": after}
+    result = yield Statement(q.sql("list_jobs"), params)
+    jobs = [job_from_row(row) for row in result.rows]
+    return JobPage(jobs, jobs[-1].id if len(jobs) == limit else None)
+
+
+def cancel(q: Queries, job_id: int) -> Operation[bool]:
+    result = yield Statement(q.sql("cancel_job"), {"id": job_id})
+    return bool(result.rows)
+
+
+def cancel_by(q: Queries, where: JobFilter) -> Operation[int]:
+    result = yield Statement(q.sql("cancel_jobs"), where.params())
+    return result.rowcount
+
+
+def retry(q: Queries, job_id: int) -> Operation[bool]:
+    result = yield Statement(q.sql("retry_job"), {"id": job_id})
+    return bool(result.rows)
+
+
+def retry_by(q: Queries, where: JobFilter) -> Operation[int]:
+    result = yield Statement(q.sql("retry_jobs"), where.params())
+    return result.rowcount
+
+
+def delete(q: Queries, job_id: int) -> Operation[bool]:
+    result = yield Statement(q.sql("delete_job"), {"id": job_id})
+    return bool(result.rows)
+
+
+def delete_finished(q: Queries, older_than: timedelta, queues: list[str] | None) -> Operation[int]:
+    """Delete jobs that finished at least `older_than` ago, in batches; returns the count."""
+    total = 0
+    while True:
+        params = {"older_than": older_than, "queues": queues, "limit": DELETE_BATCH}
+        result = yield Statement(q.sql("delete_finished_jobs"), params)
+        total += result.rowcount
+        if result.rowcount < DELETE_BATCH:
+            return total
+
+
+def status(q: Queries) -> Operation[Status]:
+    result = yield Statement(q.sql("queue_status"))
+    queues: dict[str, QueueStatus] = {}
+    for row in result.rows:
+        name = row["queue"]
+        entry = queues.setdefault(name, QueueStatus(name))
+        entry.counts[JobState(row["state"])] = row["count"]
+        if row["oldest_available_age"] is not None:
+            queues[name] = QueueStatus(name, entry.counts, max(0.0, row["oldest_available_age"]))
+    return Status(queues)

@@ -1,0 +1,158 @@
+"""Jobs as rows (`Job`), jobs about to be inserted (`JobSpec`), and their states."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shigoto import _validate as check
+from shigoto.outcomes import InvalidJobError
+
+
+class JobState(enum.StrEnum):
+    """The life-cycle states of a job; also the values of the `state` column."""
+
+    SCHEDULED = "scheduled"  # waiting for its scheduled_at
+    AVAILABLE = "available"  # ready to be claimed
+    EXECUTING = "executing"  # claimed by a node
+    RETRYABLE = "retryable"  # failed, waiting out its backoff
+    COMPLETED = "completed"
+    DISCARDED = "discarded"
+    CANCELLED = "cancelled"
+    PAUSED = "paused"
+    WAITING = "waiting"  # on dependencies or sub-jobs
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset({JobState.COMPLETED, JobState.DISCARDED, JobState.CANCELLED})
+
+
+def job_states(value: object, field: str = "state") -> list[JobState]:
+    """Accept one state or several, as `JobState` or its string value."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple | set | frozenset):
+        raise InvalidJobError(field, "must be a job state or a list of job states")
+    states = []
+    for item in items:
+        try:
+            states.append(JobState(item))
+        except ValueError:
+            known = ", ".join(s.value for s in JobState)
+            raise InvalidJobError(field, f"{item!r} is not a job state (one of {known})") from None
+    return states
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One row of `shigoto.jobs`: a job as the database knows it.
+
+    job = await app.get_job(42)
+    job.state, job.attempt, job.errors[-1]["message"]
+    """
+
+    id: int
+    state: JobState
+    queue: str
+    worker: str
+    args: dict[str, Any]
+    meta: dict[str, Any]
+    tags: list[str]
+    priority: int
+    attempt: int
+    max_attempts: int
+    errors: list[dict[str, Any]]
+    result: Any
+    progress: float
+    inserted_at: datetime
+    scheduled_at: datetime
+    attempted_at: datetime | None
+    completed_at: datetime | None
+    cancelled_at: datetime | None
+    discarded_at: datetime | None
+    attempted_by: str | None
+    heartbeat_at: datetime | None
+    unique_key: str | None
+    partition_key: str | None
+    batch_id: int | None
+    depends_on: list[int]
+    parent_id: int | None
+    origin: str | None
+    conflict: bool = False  # True when a unique insert returned an existing job
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Job:
+        values = {name: row[name] for name in _COLUMNS}
+        values["state"] = JobState(values["state"])
+        return cls(**values)
+
+
+_COLUMNS = [name for name in Job.__dataclass_fields__ if name != "conflict"]
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A job ready to insert: made by `Worker.new`, checked when made.
+
+    spec = send_email.new({"to": "a@b.c"}, priority=10, scheduled_in=60)
+    job = await app.insert(spec)
+    """
+
+    worker: str
+    args: dict[str, Any] = field(default_factory=dict)
+    queue: str = "default"
+    priority: int = 0
+    max_attempts: int = 3
+    scheduled_at: datetime | None = None
+    tags: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    partition_key: str | None = None
+    origin: str | None = None
+
+    @classmethod
+    def build(
+        cls,
+        worker: str,
+        args: object = None,
+        *,
+        queue: str = "default",
+        priority: int = 0,
+        max_attempts: int = 3,
+        scheduled_at: datetime | None = None,
+        scheduled_in: float | timedelta | None = None,
+        tags: list[str] | tuple[str, ...] | None = None,
+        meta: Mapping[str, Any] | None = None,
+        partition_key: str | None = None,
+        origin: str | None = None,
+    ) -> JobSpec:
+        """Validate every field and return the spec; raises `InvalidJobError` on bad input."""
+        if scheduled_at is not None and scheduled_in is not None:
+            raise InvalidJobError("scheduled_at", "give scheduled_at or scheduled_in, not both")
+        when: datetime | None = None
+        if scheduled_at is not None:
+            when = check.aware_datetime(scheduled_at, "scheduled_at")
+        elif scheduled_in is not None:
+            when = datetime.now(UTC) + timedelta(
+                seconds=check.seconds(scheduled_in, "scheduled_in")
+            )
+        return cls(
+            worker=check.worker_name(worker),
+            args=check.json_object({} if args is None else args, "args"),
+            queue=check.queue(queue),
+            priority=check.priority(priority),
+            max_attempts=check.max_attempts(max_attempts),
+            scheduled_at=when,
+            tags=check.tags(tags or []),
+            meta=check.json_object({} if meta is None else meta, "meta"),
+            partition_key=None
+            if partition_key is None
+            else check.text(partition_key, "partition_key", max_length=check.MAX_NAME_LENGTH),
+            origin=None
+            if origin is None
+            else check.text(origin, "origin", max_length=check.MAX_NAME_LENGTH),
+        )

@@ -1,0 +1,104 @@
+"""Job outcomes a worker can return or raise, and shigoto's error hierarchy.
+
+A worker signals anything other than plain success or failure with an outcome:
+
+    from shigoto import Snooze
+
+    async def perform(self, job):
+        if not await api_is_up():
+            return Snooze(60)      # try again in a minute, no attempt consumed
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+
+def _seconds(value: float | timedelta, field: str) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+        raise InvalidJobError(field, f"must be a non-negative number of seconds, got {value!r}")
+    return float(seconds)
+
+
+class Outcome(Exception):
+    """Base of the outcomes a worker may return or raise instead of a value."""
+
+
+class Snooze(Outcome):
+    """Run the job again after `seconds`, without consuming an attempt."""
+
+    def __init__(self, seconds: float | timedelta) -> None:
+        self.seconds = _seconds(seconds, "snooze")
+        super().__init__(f"snoozed for {self.seconds:g}s")
+
+
+class RetryAfter(Outcome):
+    """Fail this attempt and retry after exactly `seconds` (attempts permitting)."""
+
+    def __init__(self, seconds: float | timedelta, reason: str = "") -> None:
+        self.seconds = _seconds(seconds, "retry_after")
+        self.reason = reason
+        super().__init__(reason or f"retry after {self.seconds:g}s")
+
+
+class Cancel(Outcome):
+    """Stop the job for good: it ends `cancelled`."""
+
+    def __init__(self, reason: str = "") -> None:
+        self.reason = reason
+        super().__init__(reason or "cancelled")
+
+
+class Discard(Outcome):
+    """Give up on the job at once: it ends `discarded`, whatever attempts remain."""
+
+    def __init__(self, reason: str = "") -> None:
+        self.reason = reason
+        super().__init__(reason or "discarded")
+
+
+class ShigotoError(Exception):
+    """Base of every error shigoto raises on purpose."""
+
+
+class ConfigurationError(ShigotoError):
+    """The configuration cannot work (bad schema name, missing DSN and no embedded server...)."""
+
+
+class EmbeddedServerUnavailable(ConfigurationError):
+    """No DSN was given and the embedded PostgreSQL cannot be started."""
+
+
+class InvalidJobError(ShigotoError, ValueError):
+    """A job, or an option for one, was rejected before anything was written.
+
+    `field` names what was wrong (for args, the key path, e.g. `args["user"]["name"]`).
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
+class UnknownWorkerError(ShigotoError, LookupError):
+    """No worker is registered under the given name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"worker: no worker is registered under the name {name!r}")
+
+
+class DuplicateWorkerError(ShigotoError):
+    """Two workers were registered under one name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"worker: a worker named {name!r} is already registered; pass name= to tell them apart"
+        )
+
+
+class MigrationError(ShigotoError):
+    """The database schema is missing, newer than this code, or could not be migrated."""

@@ -1,0 +1,237 @@
+"""Workers: the code that runs jobs, their options, and the registry that names them.
+
+Two styles, one behaviour:
+
+    @app.worker(queue="emails", max_attempts=5)
+    async def send_email(to: str, subject: str) -> None:   # args arrive as keyword arguments
+        ...
+
+    @app.worker
+    class ApiSync(Worker):
+        queue = "api"
+        async def perform(self, job: Job) -> object:       # job.args is a dict
+            ...
+
+Either way `send_email.new(args, **options)` makes a `JobSpec` and
+`await send_email.enqueue(args, **options)` inserts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from shigoto import _validate as check
+from shigoto.job import Job, JobSpec
+from shigoto.outcomes import ConfigurationError, DuplicateWorkerError, UnknownWorkerError
+
+if TYPE_CHECKING:
+    from shigoto.app import Shigoto
+
+BACKOFF_CAP = 1800.0
+
+
+def default_backoff(attempt: int) -> float:
+    """Shigoto's backoff: attempt⁴ seconds plus 1-30 s of jitter, at most 30 minutes."""
+    return min(attempt**4 + random.uniform(1, 30), BACKOFF_CAP)
+
+
+class Worker:
+    """Base class of every worker; class attributes are its job defaults.
+
+    Override `perform`; optionally `backoff` and `on_discard`. `perform` may be `async def`
+    or a plain `def` (which runs in a thread pool so it never blocks the event loop).
+    """
+
+    name: ClassVar[str] = ""
+    queue: ClassVar[str] = "default"
+    max_attempts: ClassVar[int] = 3
+    priority: ClassVar[int] = 0
+    timeout: ClassVar[float] = 300.0
+    tags: ClassVar[tuple[str, ...]] = ()
+    unique: ClassVar[object | None] = None
+    app: ClassVar[Shigoto | None] = None
+
+    def perform(self, job: Job) -> object | Awaitable[object]:
+        raise NotImplementedError(f"{type(self).__name__} must define perform(self, job)")
+
+    def backoff(self, attempt: int, error: BaseException) -> float:
+        """Seconds to wait before retrying after `attempt` (1-based) failed with `error`."""
+        return default_backoff(attempt)
+
+    async def on_discard(self, job: Job) -> None:
+        """Called once when the job is discarded for good."""
+
+    @classmethod
+    def new(cls, args: Mapping[str, Any] | None = None, **options: Any) -> JobSpec:
+        """Make a validated `JobSpec` for this worker; options override its defaults.
+
+        Options: queue, priority, max_attempts, scheduled_at, scheduled_in, tags (replace the
+        worker's), meta, partition_key, origin. Raises `InvalidJobError` on bad input.
+        """
+        defaults: dict[str, Any] = {
+            "queue": cls.queue,
+            "priority": cls.priority,
+            "max_attempts": cls.max_attempts,
+            "tags": list(cls.tags),
+        }
+        merged = {**defaults, **{k: v for k, v in options.items() if v is not None}}
+        return JobSpec.build(cls._registered_name(), args, **merged)
+
+    @classmethod
+    async def enqueue(
+        cls, args: Mapping[str, Any] | None = None, *, conn: Any = None, **options: Any
+    ) -> Job:
+        """`new` then `app.insert`: insert one job for this worker."""
+        return await cls._registered_app().insert(cls.new(args, **options), conn=conn)
+
+    @classmethod
+    def _registered_name(cls) -> str:
+        if not cls.name:
+            raise ConfigurationError(
+                f"worker: {cls.__qualname__} is not registered; decorate it with @app.worker"
+            )
+        return cls.name
+
+    @classmethod
+    def _registered_app(cls) -> Shigoto:
+        if cls.app is None:
+            raise ConfigurationError(
+                f"worker: {cls.__qualname__} is not registered; decorate it with @app.worker"
+            )
+        return cls.app
+
+
+class FunctionWorker(Worker):
+    """A worker made from a function; calling it still calls the function."""
+
+    func: ClassVar[Callable[..., Any]]
+
+    async def perform(self, job: Job) -> object:
+        func = type(self).func
+        if inspect.iscoroutinefunction(func):
+            return await func(**job.args)
+        return await asyncio.to_thread(functools.partial(func, **job.args))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return type(self).func(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<worker {self.name!r}>"
+
+
+_OPTIONS = {"name", "queue", "max_attempts", "priority", "timeout", "tags", "unique"}
+_HOOKS = {"backoff", "on_discard"}
+
+
+def _checked_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(options) - _OPTIONS - _HOOKS
+    if unknown:
+        raise ConfigurationError(f"worker: unknown option(s) {', '.join(sorted(unknown))}")
+    checked = dict(options)
+    if "name" in checked:
+        checked["name"] = check.worker_name(checked["name"], "name")
+    if "queue" in checked:
+        checked["queue"] = check.queue(checked["queue"])
+    if "max_attempts" in checked:
+        checked["max_attempts"] = check.max_attempts(checked["max_attempts"])
+    if "priority" in checked:
+        checked["priority"] = check.priority(checked["priority"])
+    if "timeout" in checked:
+        checked["timeout"] = check.seconds(checked["timeout"], "timeout", allow_zero=False)
+    if "tags" in checked:
+        checked["tags"] = tuple(check.tags(checked["tags"]))
+    for hook in _HOOKS & set(checked):
+        if not callable(checked[hook]):
+            raise ConfigurationError(f"worker: {hook} must be callable")
+    return checked
+
+
+def _wrap_hooks(options: dict[str, Any]) -> dict[str, Any]:
+    """Turn plain `backoff`/`on_discard` callables into methods of the worker class."""
+    namespace = {k: v for k, v in options.items() if k not in _HOOKS}
+    if "backoff" in options:
+        backoff = options["backoff"]
+        namespace["backoff"] = lambda self, attempt, error: backoff(attempt, error)
+    if "on_discard" in options:
+        on_discard = options["on_discard"]
+
+        async def call_on_discard(self: Worker, job: Job) -> None:
+            outcome = on_discard(job)
+            if inspect.isawaitable(outcome):
+                await outcome
+
+        namespace["on_discard"] = call_on_discard
+    return namespace
+
+
+class WorkerRegistry:
+    """The workers of one app, by name."""
+
+    def __init__(self) -> None:
+        self._workers: dict[str, type[Worker]] = {}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._workers
+
+    def __iter__(self) -> Any:
+        return iter(self._workers)
+
+    def __len__(self) -> int:
+        return len(self._workers)
+
+    def get(self, name: str) -> type[Worker]:
+        try:
+            return self._workers[name]
+        except KeyError:
+            raise UnknownWorkerError(name) from None
+
+    def register_function(
+        self, app: Shigoto, func: Callable[..., Any], options: Mapping[str, Any]
+    ) -> FunctionWorker:
+        if not callable(func) or isinstance(func, type):
+            raise ConfigurationError("worker: @app.worker decorates a function or a Worker class")
+        checked = _checked_options(options)
+        name = checked.pop("name", f"{func.__module__}.{func.__qualname__}")
+        namespace = _wrap_hooks(checked)
+        namespace.update(func=staticmethod(func), __doc__=func.__doc__)
+        cls: type[FunctionWorker] = type(func.__name__, (FunctionWorker,), namespace)
+        self._add(app, name, cls)
+        instance = cls()
+        functools.update_wrapper(instance, func, updated=())
+        return instance
+
+    def register_class(
+        self, app: Shigoto, cls: type[Worker], options: Mapping[str, Any]
+    ) -> type[Worker]:
+        if not (isinstance(cls, type) and issubclass(cls, Worker)):
+            raise ConfigurationError("worker: @app.worker decorates a function or a Worker class")
+        if cls.perform is Worker.perform:
+            raise ConfigurationError(f"worker: {cls.__qualname__} must define perform(self, job)")
+        checked = _checked_options(options)
+        # Class attributes are options too: check the ones the class set itself.
+        own = {k: v for k, v in vars(cls).items() if k in _OPTIONS and k != "name"}
+        _checked_options(own)
+        name = (
+            checked.pop("name", None)
+            or cls.__dict__.get("name")
+            or (f"{cls.__module__}.{cls.__qualname__}")
+        )
+        check.worker_name(name, "name")
+        for key, value in _wrap_hooks(checked).items():
+            setattr(cls, key, value)
+        self._add(app, name, cls)
+        return cls
+
+    def _add(self, app: Shigoto, name: str, cls: type[Worker]) -> None:
+        if name in self._workers:
+            raise DuplicateWorkerError(name)
+        if cls.app is not None and cls.app is not app:
+            raise ConfigurationError(f"worker: {cls.__qualname__} is registered with another app")
+        cls.name = name
+        cls.app = app
+        self._workers[name] = cls
