@@ -1,0 +1,78 @@
+"""Fixtures: every test gets its own schema on a real PostgreSQL.
+
+The server is the embedded one (database `shigoto_test`), or `SHIGOTO_TEST_DSN` when set.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from shigoto import Shigoto
+from shigoto.db.embedded import embedded_dsn
+
+TEST_DATABASE = "shigoto_test"
+
+
+def _embedded_test_dsn() -> str:
+    home = Path(os.environ.get("SHIGOTO_HOME", ".shigoto"))
+    admin_dsn = embedded_dsn(home)
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [TEST_DATABASE]
+        ).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEST_DATABASE)))
+    return psycopg.conninfo.make_conninfo(admin_dsn, dbname=TEST_DATABASE)
+
+
+@pytest.fixture(scope="session")
+def dsn() -> str:
+    """The DSN of the test database."""
+    return os.environ.get("SHIGOTO_TEST_DSN") or _embedded_test_dsn()
+
+
+@pytest.fixture
+def schema(dsn: str) -> Iterator[str]:
+    """A fresh schema name for this test; the schema is dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield name
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+async def app(dsn: str, schema: str) -> AsyncIterator[Shigoto]:
+    """A migrated app on this test's schema."""
+    shigoto = Shigoto(dsn=dsn, schema=schema)
+    await shigoto.migrate()
+    yield shigoto
+    await shigoto.close()
+
+
+@pytest.fixture
+async def db(dsn: str) -> AsyncIterator[psycopg.AsyncConnection[tuple[object, ...]]]:
+    """A plain autocommit connection, for looking at the tables directly."""
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def count_jobs(
+    db: psycopg.AsyncConnection[tuple[object, ...]], schema: str
+) -> Callable[[], Awaitable[int]]:
+    """`await count_jobs()`: how many rows this test's jobs table holds."""
+
+    async def count() -> int:
+        query = sql.SQL("SELECT count(*) FROM {}.jobs").format(sql.Identifier(schema))
+        row = await (await db.execute(query)).fetchone()
+        assert row is not None
+        return int(row[0])  # type: ignore[call-overload]
+
+    return count
