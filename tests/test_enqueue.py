@@ -1,0 +1,199 @@
+"""Inserting jobs: one, many, scheduled, by name, and inside the caller's transaction."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import psycopg
+import pytest
+
+from shigoto import ConfigurationError, Job, JobState, Shigoto, UnknownWorkerError, Worker
+
+
+@pytest.fixture
+def send_email(app: Shigoto):
+    @app.worker(queue="emails", max_attempts=5, priority=2, tags=["email"])
+    async def send_email(to: str, subject: str = "") -> None: ...
+
+    return send_email
+
+
+async def test_insert_returns_the_stored_row(app: Shigoto, send_email) -> None:
+    job = await app.insert(send_email.new({"to": "a@b.c", "subject": "Hi"}))
+
+    assert job == await app.get_job(job.id)
+    assert job.state is JobState.AVAILABLE
+    assert job.worker == f"{__name__}.send_email.<locals>.send_email"
+    assert job.args == {"to": "a@b.c", "subject": "Hi"}
+    assert (job.queue, job.max_attempts, job.priority, job.tags) == ("emails", 5, 2, ["email"])
+    assert job.attempt == 0 and job.errors == [] and job.result is None
+    assert job.inserted_at.tzinfo is UTC and job.scheduled_at <= datetime.now(UTC)
+
+
+async def test_options_override_worker_defaults(app: Shigoto, send_email) -> None:
+    job = await send_email.enqueue(
+        {"to": "x"},
+        queue="urgent",
+        priority=-5,
+        max_attempts=1,
+        tags=["vip", "vip", "b"],
+        meta={"trace": "abc"},
+        partition_key="tenant-1",
+        origin="signup-view",
+    )
+    stored = await app.get_job(job.id)
+    assert stored is not None
+    assert (stored.queue, stored.priority, stored.max_attempts) == ("urgent", -5, 1)
+    assert stored.tags == ["vip", "b"]
+    assert stored.meta == {"trace": "abc"}
+    assert (stored.partition_key, stored.origin) == ("tenant-1", "signup-view")
+
+
+async def test_scheduled_jobs_wait_in_scheduled_state(app: Shigoto, send_email) -> None:
+    at = datetime.now(UTC) + timedelta(hours=1)
+    by_time = await send_email.enqueue({"to": "x"}, scheduled_at=at)
+    by_delay = await send_email.enqueue({"to": "x"}, scheduled_in=timedelta(minutes=5))
+    in_the_past = await send_email.enqueue({"to": "x"}, scheduled_at=at - timedelta(days=1))
+
+    assert by_time.state is JobState.SCHEDULED and by_time.scheduled_at == at
+    assert by_delay.state is JobState.SCHEDULED
+    assert (
+        timedelta(minutes=4) < by_delay.scheduled_at - by_delay.inserted_at <= timedelta(minutes=5)
+    )
+    assert in_the_past.state is JobState.AVAILABLE
+
+
+async def test_scheduled_at_in_another_zone_is_stored_as_the_same_instant(
+    app: Shigoto, send_email
+) -> None:
+    tokyo = datetime(2030, 1, 1, 9, 0, tzinfo=ZoneInfo("Asia/Tokyo"))
+    job = await send_email.enqueue({"to": "x"}, scheduled_at=tokyo)
+    assert job.scheduled_at == datetime(2030, 1, 1, 0, 0, tzinfo=UTC)
+
+
+async def test_insert_all_keeps_order_and_values(app: Shigoto, send_email, count_jobs) -> None:
+    specs = [
+        send_email.new({"to": f"user{i}@x", "n": i}, priority=i % 3, tags=["t"] * (i % 2))
+        for i in range(500)
+    ]
+    specs.append(send_email.new({"to": "later"}, scheduled_in=600))
+
+    jobs = await app.insert_all(specs)
+
+    assert [j.args for j in jobs] == [s.args for s in specs]
+    assert [j.id for j in jobs] == sorted(j.id for j in jobs)
+    assert jobs[-1].state is JobState.SCHEDULED and jobs[0].state is JobState.AVAILABLE
+    assert await count_jobs() == 501
+    for job in (jobs[0], jobs[1], jobs[-1]):
+        assert await app.get_job(job.id) == job  # what insert_all returns is what is stored
+
+
+async def test_insert_all_of_nothing_writes_nothing(app: Shigoto, count_jobs) -> None:
+    assert await app.insert_all([]) == []
+    assert await count_jobs() == 0
+
+
+async def test_insert_all_twenty_thousand_in_one_call(app: Shigoto, send_email) -> None:
+    jobs = await app.insert_all(send_email.new({"to": f"{i}"}) for i in range(20_000))
+    assert len(jobs) == 20_000
+    status = await app.status()
+    assert status.count(JobState.AVAILABLE, queue="emails") == 20_000
+
+
+async def test_class_worker_enqueue(app: Shigoto) -> None:
+    @app.worker
+    class ApiSync(Worker):
+        queue = "api"
+        max_attempts = 7
+
+        async def perform(self, job: Job) -> object:
+            return None
+
+    job = await ApiSync.enqueue({"endpoint": "/users"})
+    assert (job.worker, job.queue, job.max_attempts) == (
+        f"{__name__}.test_class_worker_enqueue.<locals>.ApiSync",
+        "api",
+        7,
+    )
+
+
+async def test_enqueue_by_name(app: Shigoto, send_email) -> None:
+    job = await app.enqueue(send_email.name, {"to": "x"}, priority=9)
+    assert (job.worker, job.queue, job.priority) == (send_email.name, "emails", 9)
+
+
+async def test_enqueue_by_unknown_name_writes_nothing(app: Shigoto, count_jobs) -> None:
+    with pytest.raises(UnknownWorkerError, match=r"worker: .*'nope.missing'"):
+        await app.enqueue("nope.missing", {})
+    with pytest.raises(UnknownWorkerError):
+        app.new_job("nope.missing")
+    assert await count_jobs() == 0
+
+
+async def test_insert_with_conn_commits_with_the_callers_transaction(
+    app: Shigoto, send_email, dsn: str
+) -> None:
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        async with conn.transaction():
+            job = await app.insert(send_email.new({"to": "x"}), conn=conn)
+            # Not visible to anyone else until the caller commits.
+            assert await app.get_job(job.id) is None
+        assert await app.get_job(job.id) == job
+
+
+async def test_insert_with_conn_rolls_back_with_the_callers_transaction(
+    app: Shigoto, send_email, dsn: str, count_jobs
+) -> None:
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        with pytest.raises(RuntimeError):
+            async with conn.transaction():
+                job = await app.insert(send_email.new({"to": "x"}), conn=conn)
+                jobs = await app.insert_all([send_email.new({"to": "y"})] * 3, conn=conn)
+                raise RuntimeError("the view failed")
+    assert await app.get_job(job.id) is None
+    assert all([await app.get_job(j.id) is None for j in jobs])
+    assert await count_jobs() == 0
+
+
+async def test_sync_connection_is_refused_by_the_async_api(
+    app: Shigoto, send_email, dsn: str, count_jobs
+) -> None:
+    with psycopg.connect(dsn) as conn, pytest.raises(ConfigurationError, match=r"app\.sync"):
+        await app.insert(send_email.new({"to": "x"}), conn=conn)
+    assert await count_jobs() == 0
+
+
+async def test_insert_notifies_once_per_statement_and_queue(
+    app: Shigoto, send_email, dsn: str, schema: str
+) -> None:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as listener:
+        await listener.execute(f'LISTEN "{schema}.jobs_inserted"')
+        await app.insert_all(
+            [send_email.new({"to": "x"}) for _ in range(50)]
+            + [send_email.new({"to": "x"}, queue="other")]
+            + [send_email.new({"to": "x"}, queue="later", scheduled_in=60)]
+        )
+        # Notifications arrive in commit order: a later sentinel insert marks the end.
+        await send_email.enqueue({"to": "x"}, queue="sentinel")
+        received = []
+        async for notification in listener.notifies(timeout=10):
+            received.append(notification.payload)
+            if notification.payload == "sentinel":
+                break
+    assert sorted(received) == ["emails", "other", "sentinel"]
+
+
+async def test_hostile_strings_are_stored_as_data(app: Shigoto, send_email, count_jobs) -> None:
+    hostile = "x'); DROP TABLE jobs; --"
+    job = await send_email.enqueue(
+        {hostile: hostile}, queue=hostile, tags=[hostile, "%s", "%(queue)s"], meta={"q": hostile}
+    )
+    stored = await app.get_job(job.id)
+    assert stored is not None
+    assert stored.queue == hostile and stored.args == {hostile: hostile}
+    assert stored.tags == [hostile, "%s", "%(queue)s"]
+    page = await app.list_jobs(queue=hostile, tags=["%s"])
+    assert [j.id for j in page.jobs] == [job.id]
+    assert await app.cancel_by(queue=hostile) == 1
+    assert await count_jobs() == 1
