@@ -10,7 +10,10 @@ process of the machine that uses the same home shares one server:
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -56,3 +59,30 @@ def embedded_dsn(home: Path) -> str:
         logger.info("shigoto: using the embedded PostgreSQL in %s (%s)", home, dsn)
         _started[home] = dsn
         return dsn
+
+
+def stop_embedded(home: Path, *, timeout: float = 30.0) -> bool:
+    """Stop the embedded server under `home` (a fast shutdown); False if none was running.
+
+    Running jobs' connections drop; nodes reconnect once a server is started again.
+    """
+    home = home.expanduser().resolve()
+    pid_file = home / "pgdata" / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().split("\n", 1)[0])
+    except (FileNotFoundError, ValueError):
+        return False
+    with _lock:
+        _started.pop(home, None)
+    try:
+        os.kill(pid, signal.SIGINT)  # PostgreSQL's "fast" shutdown
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    raise EmbeddedServerUnavailable(f"the embedded PostgreSQL in {home} did not stop in {timeout}s")

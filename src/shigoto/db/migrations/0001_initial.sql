@@ -1,5 +1,5 @@
 -- The whole data model, so that later features add logic and indexes, not rewrites.
--- __schema__ is replaced by the configured (validated) schema name.
+-- Every table lives in the configured (validated) schema, spliced in at load time.
 
 CREATE TYPE __schema__.job_state AS ENUM (
     'scheduled', 'available', 'executing', 'retryable',

@@ -1,0 +1,305 @@
+"""The `shigoto` command: migrate, look at jobs, manage them, enqueue.
+
+    shigoto migrate                     # SHIGOTO_DSN, or the embedded PostgreSQL
+    shigoto status
+    shigoto jobs list --state available --queue emails
+    shigoto enqueue myapp.send_email --args '{"to": "a@b.c"}' --app myapp:app
+
+Every command takes `--dsn` (or `SHIGOTO_DSN`) and `--schema`; `--app module:attr` (or
+`SHIGOTO_APP`) loads your application instead, with its workers and configuration.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shigoto.app import Shigoto
+from shigoto.job import Job, JobSpec, JobState
+from shigoto.outcomes import ConfigurationError, ShigotoError
+
+cli = typer.Typer(
+    name="shigoto",
+    help="PostgreSQL-backed background jobs: migrate, inspect and manage the job store.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+jobs_cli = typer.Typer(help="List, show, cancel and retry jobs.", no_args_is_help=True)
+cli.add_typer(jobs_cli, name="jobs")
+
+out = Console()
+err = Console(stderr=True)
+
+DsnOption = Annotated[
+    str | None,
+    typer.Option(
+        "--dsn",
+        envvar="SHIGOTO_DSN",
+        help="PostgreSQL connection string. Default: the embedded server in ./.shigoto/.",
+        show_default=False,
+    ),
+]
+SchemaOption = Annotated[
+    str | None,
+    typer.Option("--schema", envvar="SHIGOTO_SCHEMA", help="Schema of shigoto's tables."),
+]
+AppOption = Annotated[
+    str | None,
+    typer.Option(
+        "--app",
+        envvar="SHIGOTO_APP",
+        help="Your application as module:attribute (its workers and configuration).",
+        show_default=False,
+    ),
+]
+
+
+def load_app(target: str) -> Shigoto:
+    """Import `module:attribute` (from the current directory too) and return the app."""
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise ConfigurationError(f"--app: expected module:attribute, got {target!r}")
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ConfigurationError(f"--app: cannot import {module_name!r}: {error}") from None
+    app = getattr(module, attribute, None)
+    if not isinstance(app, Shigoto):
+        raise ConfigurationError(f"--app: {target!r} is not a shigoto.Shigoto instance")
+    return app
+
+
+@contextmanager
+def _app(dsn: str | None, schema: str | None, app: str | None = None) -> Iterator[Shigoto]:
+    """The app a command works on; errors become one red line and exit status 1."""
+    try:
+        if app is not None:
+            if dsn is not None or schema is not None:
+                raise ConfigurationError("--app: give --app, or --dsn/--schema, not both")
+            shigoto = load_app(app)
+        else:
+            shigoto = Shigoto(dsn=dsn, schema=schema)
+        try:
+            yield shigoto
+        finally:
+            shigoto.sync.close()
+    except ShigotoError as error:
+        err.print(f"[red]error:[/red] {error}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+@cli.command()
+def migrate(
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
+    app: AppOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the SQL that would run; change nothing.")
+    ] = False,
+) -> None:
+    """Create or upgrade shigoto's tables. Safe to run repeatedly and concurrently."""
+    with _app(dsn, schema, app) as shigoto:
+        if dry_run:
+            typer.echo(shigoto.sync.migration_sql(), nl=False)
+            return
+        applied = shigoto.sync.migrate()
+        if applied:
+            out.print(f"applied {len(applied)} migration(s): {', '.join(applied)}")
+        else:
+            out.print(f"schema {shigoto.config.schema!r} is up to date")
+
+
+@cli.command()
+def status(dsn: DsnOption = None, schema: SchemaOption = None, app: AppOption = None) -> None:
+    """Job counts by queue and state, and the age of each queue's oldest available job."""
+    with _app(dsn, schema, app) as shigoto:
+        current = shigoto.sync.status()
+    # Only the states that occur, so the table fits a terminal.
+    shown = [s for s in JobState if any(q.counts.get(s) for q in current.queues.values())]
+    table = Table(title="shigoto jobs by queue", title_justify="left")
+    table.add_column("queue")
+    for state in shown:
+        table.add_column(state.value, justify="right")
+    table.add_column("oldest available", justify="right")
+    for name, queue in sorted(current.queues.items()):
+        age = queue.oldest_available_age
+        table.add_row(
+            name,
+            *(str(queue.counts.get(state, 0) or "") for state in shown),
+            "" if age is None else f"{age:.1f}s",
+        )
+    if not current.queues:
+        out.print("no jobs")
+        return
+    out.print(table)
+
+
+def _age(moment: datetime | None) -> str:
+    if moment is None:
+        return ""
+    seconds = (datetime.now(UTC) - moment).total_seconds()
+    if abs(seconds) < 120:
+        return f"{seconds:.0f}s"
+    if abs(seconds) < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.0f}h"
+
+
+@jobs_cli.command("list")
+def list_jobs(
+    state: Annotated[list[str] | None, typer.Option("--state", help="Repeatable.")] = None,
+    queue: Annotated[list[str] | None, typer.Option("--queue", help="Repeatable.")] = None,
+    worker: Annotated[list[str] | None, typer.Option("--worker", help="Repeatable.")] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="Jobs with all tags.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many jobs.")] = 50,
+    after: Annotated[int | None, typer.Option(help="Jobs older than this id (next page).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
+    app: AppOption = None,
+) -> None:
+    """Jobs, newest first."""
+    with _app(dsn, schema, app) as shigoto:
+        page = shigoto.sync.list_jobs(
+            state=state, queue=queue, worker=worker, tags=tag, limit=limit, after=after
+        )
+    if as_json:
+        for job in page.jobs:
+            typer.echo(json.dumps(_job_document(job)))
+        return
+    table = Table(title_justify="left")
+    for column in ("id", "state", "queue", "worker", "attempt", "priority", "scheduled", "tags"):
+        table.add_column(column, justify="right" if column in ("id", "attempt") else "left")
+    for job in page.jobs:
+        table.add_row(
+            str(job.id),
+            job.state.value,
+            job.queue,
+            job.worker,
+            f"{job.attempt}/{job.max_attempts}",
+            str(job.priority),
+            _age(job.scheduled_at),
+            ",".join(job.tags),
+        )
+    out.print(table)
+    if page.next_cursor is not None:
+        out.print(f"more: --after {page.next_cursor}", style="dim")
+
+
+def _job_document(job: Job) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    for name in Job.__dataclass_fields__:
+        value = getattr(job, name)
+        document[name] = value.isoformat() if isinstance(value, datetime) else value
+    return document
+
+
+@jobs_cli.command("show")
+def show_job(
+    job_id: Annotated[int, typer.Argument(help="The job's id.")],
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
+    app: AppOption = None,
+) -> None:
+    """Every column of one job, errors included, as JSON."""
+    with _app(dsn, schema, app) as shigoto:
+        job = shigoto.sync.get_job(job_id)
+    if job is None:
+        err.print(f"[red]error:[/red] no job with id {job_id}")
+        raise typer.Exit(1)
+    out.print_json(json.dumps(_job_document(job)))
+
+
+@jobs_cli.command("cancel")
+def cancel_job(
+    job_ids: Annotated[list[int], typer.Argument(help="One or more job ids.")],
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
+    app: AppOption = None,
+) -> None:
+    """Cancel unfinished jobs."""
+    with _app(dsn, schema, app) as shigoto:
+        _report("cancelled", [(job_id, shigoto.sync.cancel(job_id)) for job_id in job_ids])
+
+
+@jobs_cli.command("retry")
+def retry_job(
+    job_ids: Annotated[list[int], typer.Argument(help="One or more job ids.")],
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
+    app: AppOption = None,
+) -> None:
+    """Make scheduled, retryable or finished jobs available now."""
+    with _app(dsn, schema, app) as shigoto:
+        _report("retried", [(job_id, shigoto.sync.retry(job_id)) for job_id in job_ids])
+
+
+def _report(verb: str, results: list[tuple[int, bool]]) -> None:
+    for job_id, changed in results:
+        if changed:
+            out.print(f"{verb} job {job_id}")
+        else:
+            err.print(f"job {job_id}: not {verb} (missing, or not in a state that allows it)")
+    if not all(changed for _, changed in results):
+        raise typer.Exit(1)
+
+
+@cli.command()
+def enqueue(
+    worker: Annotated[str, typer.Argument(help="The worker's registered name.")],
+    args: Annotated[str, typer.Option("--args", help="The job's args, a JSON object.")] = "{}",
+    queue: Annotated[str | None, typer.Option(help="Default: the worker's queue.")] = None,
+    priority: Annotated[int | None, typer.Option(help="Higher runs first.")] = None,
+    max_attempts: Annotated[int | None, typer.Option(help="Total runs allowed.")] = None,
+    scheduled_in: Annotated[
+        float | None, typer.Option(help="Run no sooner than this many seconds from now.")
+    ] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="Repeatable.")] = None,
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
+    app: AppOption = None,
+) -> None:
+    """Insert one job. With --app the name is checked and the worker's defaults apply."""
+    try:
+        parsed = json.loads(args)
+    except json.JSONDecodeError as error:
+        err.print(f"[red]error:[/red] args: not valid JSON ({error})")
+        raise typer.Exit(1) from None
+    options: dict[str, Any] = {
+        "queue": queue,
+        "priority": priority,
+        "max_attempts": max_attempts,
+        "scheduled_in": scheduled_in,
+        "tags": tag,
+    }
+    with _app(dsn, schema, app) as shigoto:
+        if app is not None:
+            spec = shigoto.new_job(worker, parsed, **options)
+        else:
+            spec = JobSpec.build(
+                worker, parsed, **{k: v for k, v in options.items() if v is not None}
+            )
+        job = shigoto.sync.insert(spec)
+    out.print(f"inserted job {job.id} ({job.worker} on {job.queue}, {job.state.value})")
+
+
+def main() -> None:
+    """Entry point of the `shigoto` console script."""
+    cli()
+
+
+if __name__ == "__main__":
+    main()

