@@ -197,3 +197,16 @@ async def test_hostile_strings_are_stored_as_data(app: Shigoto, send_email, coun
     assert [j.id for j in page.jobs] == [job.id]
     assert await app.cancel_by(queue=hostile) == 1
     assert await count_jobs() == 1
+
+
+async def test_app_connection_shares_the_callers_transaction(
+    app: Shigoto, send_email, count_jobs
+) -> None:
+    with pytest.raises(RuntimeError):
+        async with app.connection() as conn, conn.transaction():
+            await send_email.enqueue({"to": "x"}, conn=conn)
+            raise RuntimeError("rolled back")
+    async with app.connection() as conn, conn.transaction():
+        kept = await send_email.enqueue({"to": "y"}, conn=conn)
+    assert await count_jobs() == 1
+    assert (await app.get_job(kept.id)) == kept

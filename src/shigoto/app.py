@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, overload
 
@@ -184,6 +185,18 @@ class Shigoto(_Facade):
         async with pool.connection() as pooled:
             return await run_async(pooled, operation, transaction=transaction)
 
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A connection from the app's pool (autocommit), for work of your own.
+
+        async with app.connection() as conn, conn.transaction():
+            await conn.execute("INSERT INTO users ...")
+            await send_email.enqueue({"to": ...}, conn=conn)   # commits with the user
+        """
+        pool = await self._get_pool()
+        async with pool.connection() as conn:
+            yield conn
+
     async def close(self) -> None:
         """Close the connection pools (the async one and, if used, the sync facade's)."""
         if self._pool is not None:
@@ -339,6 +352,12 @@ class SyncShigoto(_Facade):
             return run_sync(conn, operation, transaction=transaction)
         with self._get_pool().connection() as pooled:
             return run_sync(pooled, operation, transaction=transaction)
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A sync connection from the facade's pool (autocommit); see `Shigoto.connection`."""
+        with self._get_pool().connection() as conn:
+            yield conn
 
     def close(self) -> None:
         with self._pool_lock:

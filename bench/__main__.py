@@ -1,0 +1,27 @@
+"""`python -m bench <name>`: run one benchmark and print its figures as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from bench import insert
+from bench.common import report, resolve_dsn
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--dsn", help="PostgreSQL DSN (default: SHIGOTO_DSN, else embedded)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    insert_parser = commands.add_parser("insert", help="bulk and single insert throughput")
+    insert_parser.add_argument("--bulk", type=int, default=20_000)
+    insert_parser.add_argument("--single", type=int, default=2_000)
+    options = parser.parse_args()
+
+    dsn = resolve_dsn(options.dsn)
+    if options.command == "insert":
+        report("insert", asyncio.run(insert.run(dsn, options.bulk, options.single)))
+
+
+if __name__ == "__main__":
+    main()
