@@ -11,6 +11,7 @@ await app.migrate()
 job = await send_email.enqueue({"to": "a@b.c", "subject": "Hi"})
 """
 
+from shigoto._version import __version__
 from shigoto.admin import JobFilter, JobPage, QueueStatus, Status
 from shigoto.app import Shigoto, SyncShigoto
 from shigoto.config import Config
@@ -28,9 +29,8 @@ from shigoto.outcomes import (
     Snooze,
     UnknownWorkerError,
 )
+from shigoto.runtime.context import current_job, report_progress
 from shigoto.worker import FunctionWorker, Worker
-
-__version__ = "0.1.0"
 
 __all__ = [
     "FINAL_STATES",
@@ -57,4 +57,7 @@ __all__ = [
     "SyncShigoto",
     "UnknownWorkerError",
     "Worker",
+    "__version__",
+    "current_job",
+    "report_progress",
 ]

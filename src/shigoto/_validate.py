@@ -42,8 +42,7 @@ def text(value: object, field: str, *, max_length: int) -> str:
         raise InvalidJobError(field, "must not be empty")
     if len(value) > max_length:
         raise InvalidJobError(field, f"is {len(value)} characters long; at most {max_length}")
-    if "\x00" in value:
-        raise InvalidJobError(field, "contains a NUL character, which PostgreSQL cannot store")
+    _check_string(value, field)
     return value
 
 
@@ -115,14 +114,30 @@ def json_object(value: object, field: str) -> dict[str, Any]:
     return dict(value)
 
 
+def json_value(value: object, field: str) -> Any:
+    """Check that `value` (any JSON value: a job's result, say) fits in `jsonb`; return it."""
+    _check_json(value, field)
+    return value
+
+
+def _check_string(value: str, path: str, what: str = "") -> None:
+    if "\x00" in value:
+        raise InvalidJobError(
+            path, f"{what}contains a NUL character, which PostgreSQL jsonb cannot store"
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidJobError(
+            path, f"{what}contains a lone surrogate (not valid Unicode), which jsonb cannot store"
+        ) from None
+
+
 def _check_json(value: object, path: str) -> None:
     if value is None or isinstance(value, bool | int):
         return
     if isinstance(value, str):
-        if "\x00" in value:
-            raise InvalidJobError(
-                path, "contains a NUL character, which PostgreSQL jsonb cannot store"
-            )
+        _check_string(value, path)
         return
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -134,10 +149,7 @@ def _check_json(value: object, path: str) -> None:
                 raise InvalidJobError(
                     f"{path}[{key!r}]", f"keys must be strings, got {type(key).__name__}"
                 )
-            if "\x00" in key:
-                raise InvalidJobError(
-                    f"{path}[{key!r}]", "key contains a NUL character, which jsonb cannot store"
-                )
+            _check_string(key, f"{path}[{key!r}]", "key ")
             _check_json(item, f"{path}[{json.dumps(key)}]")
         return
     if isinstance(value, list | tuple):

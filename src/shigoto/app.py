@@ -19,7 +19,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -34,6 +34,10 @@ from shigoto.db.queries import Queries
 from shigoto.job import FINAL_STATES, Job, JobSpec, JobState
 from shigoto.outcomes import ConfigurationError, InvalidJobError
 from shigoto.worker import FunctionWorker, Worker, WorkerRegistry
+
+if TYPE_CHECKING:
+    from shigoto.runtime.node import Node
+    from shigoto.testing import Recorder
 
 T = TypeVar("T")
 W = TypeVar("W", bound=type[Worker])
@@ -124,6 +128,8 @@ class Shigoto(_Facade):
         self.sync = SyncShigoto(self)
         self._pool: AsyncConnectionPool | None = None
         self._pool_lock = asyncio.Lock()
+        self._node: Node | None = None
+        self._testing: str | Recorder | None = None  # set by shigoto.testing.inline/manual
 
     def __repr__(self) -> str:
         return f"<Shigoto schema={self.config.schema!r} workers={len(self.workers)}>"
@@ -204,6 +210,100 @@ class Shigoto(_Facade):
             self._pool = None
         await asyncio.to_thread(self.sync.close)
 
+    async def _connect_listener(self) -> psycopg.AsyncConnection[Any]:
+        """A dedicated connection for LISTEN: `listen_dsn` (past PgBouncer) or the DSN."""
+        dsn = self.config.listen_dsn
+        if not dsn:
+            dsn = await asyncio.to_thread(self._dsn)
+        kwargs: dict[str, Any] = {
+            **self._connection_kwargs(),
+            "application_name": "shigoto-listener",
+        }
+        return await psycopg.AsyncConnection.connect(dsn, **kwargs)
+
+    # -- running jobs ----------------------------------------------------------------------
+
+    @property
+    def node(self) -> Node | None:
+        """The node running jobs in this process, once `start()` was called."""
+        return self._node
+
+    async def start(self, *, queues: Mapping[str, int] | None = None) -> None:
+        """Start a node in this process: it claims and runs jobs until `stop()`.
+
+        `queues` (name -> concurrency) defaults to the configured `queues`.
+        """
+        from shigoto.runtime.node import Node
+
+        if self._node is not None and self._node.started:
+            raise ConfigurationError("start: this app's node is already running")
+        self._node = Node(self, queues)
+        await self._node.start()
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop the node gracefully: running jobs get `timeout` seconds (default
+        `shutdown_timeout`); unfinished ones return to the queue at once, attempt refunded."""
+        if self._node is not None:
+            await self._node.stop(timeout)
+
+    async def __aenter__(self) -> Shigoto:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+        await self.close()
+
+    async def add_queue(self, name: str, limit: int, *, everywhere: bool = False) -> None:
+        """Start working `name` with `limit` concurrent jobs (on every node if `everywhere`)."""
+        await self._queue_change(name, limit, everywhere)
+
+    async def scale_queue(self, name: str, limit: int, *, everywhere: bool = False) -> None:
+        """Change a queue's concurrency limit (on every node that works it, if `everywhere`)."""
+        await self._queue_change(name, limit, everywhere)
+
+    async def remove_queue(self, name: str, *, everywhere: bool = False) -> None:
+        """Stop working `name`: no new claims; running jobs finish (up to shutdown_timeout)."""
+        await self._queue_change(name, None, everywhere)
+
+    async def _queue_change(self, name: str, limit: int | None, everywhere: bool) -> None:
+        check.queue(name)
+        if limit is not None:
+            check.integer(limit, "limit", (1, 10_000))
+        if everywhere:
+            if not self.config.notifier:
+                raise ConfigurationError(
+                    "everywhere: needs the notifier (LISTEN/NOTIFY); it is turned off"
+                )
+            await self._run(
+                store.signal(self.queries, {"action": "queue", "queue": name, "limit": limit})
+            )
+            return
+        node = self._require_node()
+        if limit is None:
+            await node.remove_queue(name)
+        elif name in node.producers:
+            node.scale_queue(name, limit)
+        else:
+            node.add_queue(name, limit)
+
+    def _require_node(self) -> Node:
+        if self._node is None or not self._node.started:
+            raise ConfigurationError("queues: no node runs in this process; call app.start() first")
+        return self._node
+
+    async def drain_queue(
+        self, queue: str = "default", *, with_scheduled: bool = False
+    ) -> dict[str, int]:
+        """Run the queue's jobs in this task until none is left; counts per outcome.
+
+        For tests and scripts: see `shigoto.testing`. Jobs inserted by the jobs run too;
+        `with_scheduled` runs scheduled jobs and retries now instead of when due.
+        """
+        from shigoto.testing import drain_queue
+
+        return await drain_queue(self, queue, with_scheduled=with_scheduled)
+
     # -- schema ----------------------------------------------------------------------------
 
     async def migrate(self) -> list[str]:
@@ -220,11 +320,23 @@ class Shigoto(_Facade):
 
     async def insert(self, spec: JobSpec, *, conn: Any = None) -> Job:
         """Insert one job; with `conn=` it commits or rolls back with the caller's transaction."""
-        return await self._run(store.insert(self.queries, self._spec(spec)), conn)
+        spec = self._spec(spec)
+        if self._testing is not None:
+            return (await self._insert_for_testing([spec]))[0]
+        return await self._run(store.insert(self.queries, spec), conn)
 
     async def insert_all(self, specs: Iterable[JobSpec], *, conn: Any = None) -> list[Job]:
         """Insert many jobs in one statement; returns them in the order given."""
+        if self._testing is not None:
+            return await self._insert_for_testing([self._spec(spec) for spec in specs])
         return await self._run(self._insert_all_op(specs), conn)
+
+    async def _insert_for_testing(self, specs: list[JobSpec]) -> list[Job]:
+        from shigoto.testing import run_inline
+
+        if self._testing == "inline":
+            return [await run_inline(self, spec) for spec in specs]
+        return [self._recorder().record(spec) for spec in specs]
 
     async def enqueue(
         self,
@@ -309,6 +421,12 @@ class Shigoto(_Facade):
         """Job counts by queue and state, and each queue's oldest available job age."""
         return await self._run(store.status(self.queries))
 
+    def _recorder(self) -> Recorder:
+        from shigoto.testing import Recorder
+
+        assert isinstance(self._testing, Recorder)
+        return self._testing
+
 
 class SyncShigoto(_Facade):
     """The same calls for code that is not async (Django/Flask views, scripts, the CLI).
@@ -373,10 +491,23 @@ class SyncShigoto(_Facade):
         return migrator.dry_run_script(self.queries, self._run(migrator.pending(self.queries)))
 
     def insert(self, spec: JobSpec, *, conn: Any = None) -> Job:
-        return self._run(store.insert(self.queries, self._spec(spec)), conn)
+        spec = self._spec(spec)
+        if self.app._testing is not None:
+            return self._insert_for_testing([spec])[0]
+        return self._run(store.insert(self.queries, spec), conn)
 
     def insert_all(self, specs: Iterable[JobSpec], *, conn: Any = None) -> list[Job]:
+        if self.app._testing is not None:
+            return self._insert_for_testing([self._spec(spec) for spec in specs])
         return self._run(self._insert_all_op(specs), conn)
+
+    def _insert_for_testing(self, specs: list[JobSpec]) -> list[Job]:
+        from shigoto.testing import run_inline_sync
+
+        if self.app._testing == "inline":
+            return [run_inline_sync(self.app, spec) for spec in specs]
+        recorder = self.app._recorder()
+        return [recorder.record(spec) for spec in specs]
 
     def enqueue(
         self,

@@ -12,6 +12,12 @@
 | SHIGOTO_POOL_MIN_SIZE         | pool_min_size         |
 | SHIGOTO_POOL_MAX_SIZE         | pool_max_size         |
 | SHIGOTO_PREPARED_STATEMENTS   | prepared_statements   |
+| SHIGOTO_NOTIFIER              | notifier              |
+| SHIGOTO_LISTEN_DSN            | listen_dsn            |
+| SHIGOTO_HEARTBEAT_INTERVAL    | heartbeat_interval    |
+| SHIGOTO_RESCUE_AFTER          | rescue_after          |
+| SHIGOTO_SHUTDOWN_TIMEOUT      | shutdown_timeout      |
+| SHIGOTO_STAGE_INTERVAL        | stage_interval        |
 """
 
 from __future__ import annotations
@@ -55,6 +61,12 @@ _ENV: dict[str, tuple[str, Any]] = {
     "pool_min_size": ("SHIGOTO_POOL_MIN_SIZE", int),
     "pool_max_size": ("SHIGOTO_POOL_MAX_SIZE", int),
     "prepared_statements": ("SHIGOTO_PREPARED_STATEMENTS", _flag),
+    "notifier": ("SHIGOTO_NOTIFIER", _flag),
+    "listen_dsn": ("SHIGOTO_LISTEN_DSN", str),
+    "heartbeat_interval": ("SHIGOTO_HEARTBEAT_INTERVAL", float),
+    "rescue_after": ("SHIGOTO_RESCUE_AFTER", float),
+    "shutdown_timeout": ("SHIGOTO_SHUTDOWN_TIMEOUT", float),
+    "stage_interval": ("SHIGOTO_STAGE_INTERVAL", float),
 }
 
 
@@ -66,6 +78,16 @@ class Config:
     schema: the schema holding shigoto's tables (validated: `[a-z_][a-z0-9_]*`).
     queues: queue name -> concurrency limit on this node.
     prepared_statements: turn off behind PgBouncer in transaction pooling mode.
+    notifier: LISTEN for new jobs and signals; off behind PgBouncer without `listen_dsn`
+        (nodes then poll every `poll_interval`).
+    listen_dsn: a direct connection for LISTEN when `dsn` goes through PgBouncer.
+    heartbeat_interval: seconds between a node's heartbeats.
+    rescue_after: a node silent this long is dead and its jobs are rescued
+        (default: three heartbeats).
+    shutdown_timeout: seconds running jobs get to finish when a node stops.
+    stage_interval: how often due scheduled and retryable jobs are made available.
+    probe_interval: how often the listener is proven alive by a NOTIFY round trip.
+    sync_threads: threads for plain-function (sync) workers (default: the sum of queue limits).
     """
 
     dsn: str | None = None
@@ -76,6 +98,14 @@ class Config:
     pool_min_size: int = 1
     pool_max_size: int = 10
     prepared_statements: bool = True
+    notifier: bool = True
+    listen_dsn: str | None = None
+    heartbeat_interval: float = 30.0
+    rescue_after: float | None = None
+    shutdown_timeout: float = 15.0
+    stage_interval: float = 1.0
+    probe_interval: float = 60.0
+    sync_threads: int | None = None
 
     def __post_init__(self) -> None:
         _validate.schema_name(self.schema)
@@ -86,11 +116,32 @@ class Config:
             _validate.seconds(self.poll_interval, "poll_interval", allow_zero=False)
             _validate.integer(self.pool_min_size, "pool_min_size", (0, 1000))
             _validate.integer(self.pool_max_size, "pool_max_size", (1, 1000))
+            for name in ("heartbeat_interval", "stage_interval", "probe_interval"):
+                _validate.seconds(getattr(self, name), name, allow_zero=False)
+            _validate.seconds(self.shutdown_timeout, "shutdown_timeout")
+            if self.rescue_after is not None:
+                _validate.seconds(self.rescue_after, "rescue_after", allow_zero=False)
+            if self.sync_threads is not None:
+                _validate.integer(self.sync_threads, "sync_threads", (1, 10_000))
         except InvalidJobError as error:
             raise ConfigurationError(str(error)) from None
         if self.pool_min_size > self.pool_max_size:
             raise ConfigurationError("pool_min_size: must not exceed pool_max_size")
+        if self.rescue_after is not None and self.rescue_after <= self.heartbeat_interval:
+            raise ConfigurationError(
+                "rescue_after: must be longer than heartbeat_interval, "
+                "or live nodes would be declared dead"
+            )
         object.__setattr__(self, "queues", dict(self.queues))
+
+    @property
+    def node_timeout(self) -> float:
+        """Seconds of silence after which a node counts as dead."""
+        return self.rescue_after or 3 * self.heartbeat_interval
+
+    @property
+    def thread_count(self) -> int:
+        return self.sync_threads or max(4, sum(self.queues.values()))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:

@@ -86,6 +86,47 @@ class Job:
     conflict: bool = False  # True when a unique insert returned an existing job
 
     @classmethod
+    def from_spec(
+        cls,
+        spec: JobSpec,
+        *,
+        id: int,
+        state: JobState,
+        inserted_at: datetime,
+        scheduled_at: datetime,
+    ) -> Job:
+        """The job a spec becomes once inserted (the database fills in the rest)."""
+        return cls(
+            id=id,
+            state=state,
+            queue=spec.queue,
+            worker=spec.worker,
+            args=spec.args,
+            meta=spec.meta,
+            tags=spec.tags,
+            priority=spec.priority,
+            attempt=0,
+            max_attempts=spec.max_attempts,
+            errors=[],
+            result=None,
+            progress=0.0,
+            inserted_at=inserted_at,
+            scheduled_at=scheduled_at,
+            attempted_at=None,
+            completed_at=None,
+            cancelled_at=None,
+            discarded_at=None,
+            attempted_by=None,
+            heartbeat_at=None,
+            unique_key=None,
+            partition_key=spec.partition_key,
+            batch_id=None,
+            depends_on=[],
+            parent_id=None,
+            origin=spec.origin,
+        )
+
+    @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Job:
         values = {name: row[name] for name in _COLUMNS}
         values["state"] = JobState(values["state"])

@@ -18,7 +18,6 @@ Either way `send_email.new(args, **options)` makes a `JobSpec` and
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import random
@@ -36,8 +35,8 @@ BACKOFF_CAP = 1800.0
 
 
 def default_backoff(attempt: int) -> float:
-    """Shigoto's backoff: attempt⁴ seconds plus 1-30 s of jitter, at most 30 minutes."""
-    return min(attempt**4 + random.uniform(1, 30), BACKOFF_CAP)
+    """The default backoff: attempt⁴ seconds plus 0-30 s of jitter, at most 30 minutes."""
+    return min(attempt**4 + random.uniform(0, 30), BACKOFF_CAP)
 
 
 class Worker:
@@ -111,11 +110,11 @@ class FunctionWorker(Worker):
 
     func: ClassVar[Callable[..., Any]]
 
-    async def perform(self, job: Job) -> object:
-        func = type(self).func
-        if inspect.iscoroutinefunction(func):
-            return await func(**job.args)
-        return await asyncio.to_thread(functools.partial(func, **job.args))
+    def perform(self, job: Job) -> object | Awaitable[object]:
+        # A coroutine for an async function (awaited on the loop), the value for a plain one
+        # (which the executor calls in its thread pool).
+        outcome: object = type(self).func(**job.args)
+        return outcome
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return type(self).func(*args, **kwargs)

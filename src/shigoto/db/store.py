@@ -18,6 +18,7 @@ from shigoto.db.queries import Queries
 from shigoto.job import Job, JobSpec, JobState
 
 DELETE_BATCH = 5_000
+SIGNAL_IDS = 500  # ids per NOTIFY payload, well under PostgreSQL's 8,000-byte limit
 _TIMESTAMPS = (
     "inserted_at",
     "scheduled_at",
@@ -87,35 +88,12 @@ def _spec_document(spec: JobSpec) -> dict[str, Any]:
 
 def _job_from_spec(spec: JobSpec, row: dict[str, Any]) -> Job:
     """The job just inserted, from its spec and the columns the database filled in."""
-    inserted_at = row["inserted_at"].astimezone(UTC)
-    return Job(
+    return Job.from_spec(
+        spec,
         id=row["id"],
         state=JobState(row["state"]),
-        queue=spec.queue,
-        worker=spec.worker,
-        args=spec.args,
-        meta=spec.meta,
-        tags=spec.tags,
-        priority=spec.priority,
-        attempt=0,
-        max_attempts=spec.max_attempts,
-        errors=[],
-        result=None,
-        progress=0.0,
-        inserted_at=inserted_at,
+        inserted_at=row["inserted_at"].astimezone(UTC),
         scheduled_at=row["scheduled_at"].astimezone(UTC),
-        attempted_at=None,
-        completed_at=None,
-        cancelled_at=None,
-        discarded_at=None,
-        attempted_by=None,
-        heartbeat_at=None,
-        unique_key=None,
-        partition_key=spec.partition_key,
-        batch_id=None,
-        depends_on=[],
-        parent_id=None,
-        origin=spec.origin,
     )
 
 
@@ -133,12 +111,22 @@ def list_jobs(q: Queries, where: JobFilter, *, limit: int, after: int | None) ->
 
 def cancel(q: Queries, job_id: int) -> Operation[bool]:
     result = yield Statement(q.sql("cancel_job"), {"id": job_id})
+    if result.rows and result.rows[0]["previous_state"] == JobState.EXECUTING:
+        yield from signal(q, {"action": "cancel", "ids": [job_id]})
     return bool(result.rows)
 
 
 def cancel_by(q: Queries, where: JobFilter) -> Operation[int]:
     result = yield Statement(q.sql("cancel_jobs"), where.params())
-    return result.rowcount
+    running: list[int] = result.rows[0]["executing"]
+    for start in range(0, len(running), SIGNAL_IDS):
+        yield from signal(q, {"action": "cancel", "ids": running[start : start + SIGNAL_IDS]})
+    return int(result.rows[0]["count"])
+
+
+def signal(q: Queries, message: dict[str, Any]) -> Operation[None]:
+    """Tell every node something (their notifiers dispatch it); see `runtime.notifier`."""
+    yield Statement(q.sql("notify_control"), {"payload": json.dumps(message)})
 
 
 def retry(q: Queries, job_id: int) -> Operation[bool]:

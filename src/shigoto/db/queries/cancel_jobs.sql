@@ -1,7 +1,19 @@
--- Cancel every job matching the filters (NULL = no filter) in the given states.
-UPDATE __schema__.jobs
-SET state = 'cancelled', cancelled_at = now()
-WHERE state = ANY(%(states)s::__schema__.job_state[])
-  AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
-  AND (%(workers)s::text[] IS NULL OR worker = ANY(%(workers)s::text[]))
-  AND (%(tags)s::text[] IS NULL OR tags @> %(tags)s::text[])
+-- Cancel every job matching the filters (NULL = no filter) in the given states. Returns the
+-- count and the ids of jobs that were running, whose nodes are then told to stop them.
+WITH target AS (
+    SELECT id, state FROM __schema__.jobs
+    WHERE state = ANY(%(states)s::__schema__.job_state[])
+      AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+      AND (%(workers)s::text[] IS NULL OR worker = ANY(%(workers)s::text[]))
+      AND (%(tags)s::text[] IS NULL OR tags @> %(tags)s::text[])
+    FOR UPDATE
+), cancelled AS (
+    UPDATE __schema__.jobs AS j
+    SET state = 'cancelled', cancelled_at = now()
+    FROM target
+    WHERE j.id = target.id
+    RETURNING j.id, target.state AS previous_state
+)
+SELECT count(*) AS count,
+       coalesce(array_agg(id) FILTER (WHERE previous_state = 'executing'), '{}') AS executing
+FROM cancelled

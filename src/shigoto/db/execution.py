@@ -1,0 +1,120 @@
+"""What the runtime asks of the database: claims, outcomes, staging, nodes and rescue.
+
+Each function is an `Operation` (see `operations`), run by the runtime on a pooled
+connection:
+
+    jobs = await run_async(conn, claim(q, queue="default", limit=10, node=node_id))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from shigoto.db.operations import Operation, Statement
+from shigoto.db.queries import Queries
+from shigoto.db.store import job_from_row
+from shigoto.job import Job, JobState
+
+STAGE_BATCH = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The outcome of one run of a job, as the acker writes it.
+
+    `refund` gives the attempt back (snooze, shutdown); `delay` reschedules the job that many
+    seconds from now; `error` is appended to the job's error history.
+    """
+
+    id: int
+    attempt: int
+    state: JobState
+    refund: bool = False
+    delay: float | None = None
+    result: Any = None
+    error: dict[str, Any] | None = None
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "attempt": self.attempt,
+            "state": self.state.value,
+            "refund": self.refund,
+            "delay": self.delay,
+            "result": self.result,
+            "error": self.error,
+        }
+
+
+def claim(q: Queries, *, queue: str, limit: int, node: str) -> Operation[list[Job]]:
+    """Claim up to `limit` jobs, in the order they should start."""
+    result = yield Statement(q.sql("claim_jobs"), {"queue": queue, "limit": limit, "node": node})
+    jobs = [job_from_row(row) for row in result.rows]
+    # UPDATE ... RETURNING does not keep the sub-select's order: restore it.
+    jobs.sort(key=lambda job: (-job.priority, job.scheduled_at, job.id))
+    return jobs
+
+
+def ack(q: Queries, acks: Sequence[Ack], *, node: str) -> Operation[set[int]]:
+    """Write a batch of outcomes in one statement; returns the ids that were applied."""
+    document = json.dumps([a.document() for a in acks])
+    result = yield Statement(q.sql("ack_jobs"), {"outcomes": document, "node": node})
+    return {row["id"] for row in result.rows}
+
+
+def stage(
+    q: Queries, *, queue: str | None = None, everything: bool = False
+) -> Operation[dict[str, int]]:
+    """Make due scheduled/retryable jobs available; returns how many per queue."""
+    params = {"queue": queue, "all": everything, "limit": STAGE_BATCH}
+    result = yield Statement(q.sql("stage_jobs"), params)
+    return {row["queue"]: row["staged"] for row in result.rows}
+
+
+def record_progress(
+    q: Queries, updates: Mapping[tuple[int, int], float], *, node: str
+) -> Operation[None]:
+    """Store progress for running jobs: `{(job_id, attempt): percent}`."""
+    document = json.dumps([{"id": i, "attempt": a, "progress": p} for (i, a), p in updates.items()])
+    yield Statement(q.sql("record_progress"), {"updates": document, "node": node})
+
+
+def register_node(
+    q: Queries, node: str, queues: Mapping[str, int], meta: Mapping[str, Any]
+) -> Operation[None]:
+    params = {
+        "id": node,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "queues": Jsonb(dict(queues)),
+        "meta": Jsonb(dict(meta)),
+    }
+    yield Statement(q.sql("register_node"), params)
+
+
+def heartbeat(q: Queries, node: str, queues: Mapping[str, int]) -> Operation[bool]:
+    """Refresh this node's heartbeat; False if the node had been declared dead."""
+    result = yield Statement(q.sql("heartbeat_node"), {"id": node, "queues": Jsonb(dict(queues))})
+    return bool(result.rows)
+
+
+def remove_node(q: Queries, node: str) -> Operation[None]:
+    yield Statement(q.sql("remove_node"), {"id": node})
+
+
+def rescue(q: Queries, *, node: str, node_timeout: float) -> Operation[list[Job]]:
+    """Declare silent nodes dead and return their jobs to the queue (or discard them)."""
+    params = {"node": node, "node_timeout": node_timeout}
+    result = yield Statement(q.sql("rescue_jobs"), params)
+    return [job_from_row(row) for row in result.rows]
+
+
+def listen(q: Queries) -> Operation[None]:
+    yield Statement(q.sql("listen"))

@@ -1,0 +1,16 @@
+-- Claim up to `limit` available jobs of one queue for this node: highest priority first,
+-- then the longest due, then the oldest. SKIP LOCKED lets every node claim at once without
+-- waiting on each other; the claim is the attempt (decision D1) and sets the owner (D3).
+WITH next AS (
+    SELECT id FROM __schema__.jobs
+    WHERE queue = %(queue)s AND state = 'available'
+    ORDER BY priority DESC, scheduled_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE __schema__.jobs AS j
+SET state = 'executing', attempt = j.attempt + 1, attempted_at = now(),
+    attempted_by = %(node)s, heartbeat_at = now()
+FROM next
+WHERE j.id = next.id
+RETURNING j.*

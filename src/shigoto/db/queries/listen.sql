@@ -1,0 +1,2 @@
+LISTEN "__schema__.jobs_inserted";
+LISTEN "__schema__.control"

@@ -1,0 +1,1 @@
+DELETE FROM __schema__.nodes WHERE id = %(id)s

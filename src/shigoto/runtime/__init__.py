@@ -1,0 +1,2 @@
+"""The worker runtime: a node supervising its producers, executor, acker, notifier,
+stager and lifeline. See `node.Node`."""

@@ -1,0 +1,246 @@
+"""Runs one job: finds its worker, calls `perform` under the timeout, turns what happened
+into an `Ack` (the outcome the acker writes).
+
+    executor = Executor(app.workers, threads=10, node_id="host-1-ab12")
+    ack = await executor.execute(JobRun(job))
+
+Outcomes, as DESIGN.md section 5 fixes them: a value completes the job (stored as its
+result); an exception fails the attempt (retried with backoff, discarded when no attempts
+remain); `Snooze` reschedules without using an attempt; `Cancel` and `Discard` end it;
+`RetryAfter` retries after exactly that delay. Outcomes may be returned or raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import logging
+import math
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+from shigoto import _validate
+from shigoto.db.execution import Ack
+from shigoto.job import Job, JobState
+from shigoto.outcomes import (
+    Cancel,
+    Discard,
+    InvalidJobError,
+    Outcome,
+    RetryAfter,
+    Snooze,
+    UnknownWorkerError,
+)
+from shigoto.runtime import context
+from shigoto.runtime.context import JobRun
+from shigoto.worker import FunctionWorker, Worker, WorkerRegistry, default_backoff
+
+logger = logging.getLogger("shigoto.executor")
+
+MAX_TRACEBACK = 16_000  # characters kept per error entry (the end, where the cause is)
+MAX_MESSAGE = 4_000
+
+
+def _storable(text: str, limit: int) -> str:
+    """Text jsonb accepts: no NUL, no lone surrogates, bounded."""
+    text = text.replace("\x00", "\\x00")
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else "…" + text[-limit:]
+
+
+def error_entry(
+    attempt: int, error: BaseException | None, *, kind: str | None = None, message: str = ""
+) -> dict[str, Any]:
+    """One element of a job's `errors`: {attempt, at, error, message, traceback}."""
+    trace = None
+    if error is not None and error.__traceback__ is not None:
+        trace = _storable("".join(traceback.format_exception(error)), MAX_TRACEBACK)
+    if kind is None and error is not None:
+        cls = type(error)
+        kind = (
+            cls.__qualname__
+            if cls.__module__ == "builtins"
+            else f"{cls.__module__}.{cls.__qualname__}"
+        )
+    return {
+        "attempt": attempt,
+        "at": datetime.now(UTC).isoformat(),
+        "error": kind or "Error",
+        "message": _storable(message or (str(error) if error is not None else ""), MAX_MESSAGE),
+        "traceback": trace,
+    }
+
+
+def runs_in_thread(worker: type[Worker]) -> bool:
+    """Plain (non-async) `perform` functions run in the thread pool, off the event loop."""
+    if issubclass(worker, FunctionWorker):
+        return not inspect.iscoroutinefunction(worker.func)
+    return not inspect.iscoroutinefunction(worker.perform)
+
+
+class Executor:
+    """Runs jobs; shares one bounded thread pool among the sync workers of a node."""
+
+    def __init__(self, workers: WorkerRegistry, *, threads: int, node_id: str) -> None:
+        self.workers = workers
+        self.node_id = node_id
+        self._threads = threads
+        self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="shigoto-sync")
+        return self._pool
+
+    def close(self) -> None:
+        """Release the thread pool; threads still running a timed-out sync job finish alone."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    async def execute(self, run: JobRun) -> Ack | None:
+        """Run the job; None when it was cancelled by a signal (its row says so already)."""
+        job = run.job
+        try:
+            worker_cls = self.workers.get(job.worker)
+        except UnknownWorkerError:
+            known = ", ".join(sorted(self.workers)) or "none"
+            message = (
+                f"no worker named {job.worker!r} is registered on node {self.node_id} "
+                f"(known: {known}); the job is retried, so a node that knows it can run it"
+            )
+            return self._failure(
+                job, None, default_backoff(job.attempt), "UnknownWorkerError", message
+            )
+        worker = worker_cls()
+        token = context.enter(run)
+        try:
+            outcome = await self._perform(worker, worker_cls, run)
+        except asyncio.CancelledError:
+            return self._interrupted(run)
+        finally:
+            context.leave(token)
+        return self._ack(worker, job, outcome)
+
+    async def _perform(self, worker: Worker, worker_cls: type[Worker], run: JobRun) -> object:
+        """Whatever `perform` returned or raised (as the value), or a timeout marker."""
+        job = run.job
+        timeout = worker_cls.timeout
+        try:
+            async with asyncio.timeout(timeout) as deadline:
+                if runs_in_thread(worker_cls):
+                    loop = asyncio.get_running_loop()
+                    ctx = contextvars.copy_context()
+                    return await loop.run_in_executor(self.pool, ctx.run, worker.perform, job)
+                result = worker.perform(job)
+                if inspect.isawaitable(result):
+                    result = await result
+                return result
+        except TimeoutError as error:
+            if deadline.expired():
+                return _TimedOut(timeout)
+            return error
+        except Outcome as outcome:
+            return outcome
+        except Exception as error:
+            return error
+
+    def _interrupted(self, run: JobRun) -> Ack | None:
+        if run.stop_reason == "cancelled":
+            return None
+        # Shutdown, a fenced node, or a hard stop: back to the queue at once, attempt refunded.
+        return Ack(run.job.id, run.job.attempt, JobState.AVAILABLE, refund=True)
+
+    def _ack(self, worker: Worker, job: Job, outcome: object) -> Ack:
+        if isinstance(outcome, _TimedOut):
+            message = f"timed out after {outcome.seconds:g}s"
+            return self._failure(
+                job, None, self._backoff(worker, job, outcome), "TimeoutError", message
+            )
+        if isinstance(outcome, Snooze):
+            state = JobState.SCHEDULED if outcome.seconds > 0 else JobState.AVAILABLE
+            return Ack(job.id, job.attempt, state, refund=True, delay=outcome.seconds)
+        if isinstance(outcome, Cancel):
+            entry = error_entry(
+                job.attempt,
+                None,
+                kind="Cancel",
+                message=outcome.reason or "cancelled by the worker",
+            )
+            return Ack(job.id, job.attempt, JobState.CANCELLED, error=entry)
+        if isinstance(outcome, Discard):
+            entry = error_entry(
+                job.attempt,
+                None,
+                kind="Discard",
+                message=outcome.reason or "discarded by the worker",
+            )
+            return Ack(job.id, job.attempt, JobState.DISCARDED, error=entry)
+        if isinstance(outcome, RetryAfter):
+            message = outcome.reason or f"retry after {outcome.seconds:g}s"
+            return self._failure(job, None, outcome.seconds, "RetryAfter", message)
+        if isinstance(outcome, BaseException):
+            return self._failure(job, outcome, self._backoff(worker, job, outcome))
+        try:
+            result = _validate.json_value(outcome, "result")
+        except InvalidJobError as error:
+            return self._failure(job, error, self._backoff(worker, job, error))
+        return Ack(job.id, job.attempt, JobState.COMPLETED, result=result)
+
+    def _failure(
+        self,
+        job: Job,
+        error: BaseException | None,
+        delay: float,
+        kind: str | None = None,
+        message: str = "",
+    ) -> Ack:
+        entry = error_entry(job.attempt, error, kind=kind, message=message)
+        if job.attempt >= job.max_attempts:
+            return Ack(job.id, job.attempt, JobState.DISCARDED, error=entry)
+        state = JobState.RETRYABLE if delay > 0 else JobState.AVAILABLE
+        return Ack(job.id, job.attempt, state, delay=delay, error=entry)
+
+    def _backoff(self, worker: Worker, job: Job, error: object) -> float:
+        """The worker's backoff for this attempt, or the default if it misbehaves."""
+        failure = error if isinstance(error, BaseException) else TimeoutError(str(error))
+        try:
+            delay = worker.backoff(job.attempt, failure)
+        except Exception:
+            logger.exception("backoff of %s failed; using the default", job.worker)
+            return default_backoff(job.attempt)
+        if (
+            isinstance(delay, bool)
+            or not isinstance(delay, int | float)
+            or not math.isfinite(delay)
+            or delay < 0
+        ):
+            logger.error(
+                "backoff of %s returned %r, not seconds; using the default", job.worker, delay
+            )
+            return default_backoff(job.attempt)
+        return float(delay)
+
+    async def on_discard(self, job: Job) -> None:
+        """The worker's `on_discard` hook; its failures are logged, never raised."""
+        if job.worker not in self.workers:
+            return
+        worker = self.workers.get(job.worker)()
+        try:
+            await worker.on_discard(job)
+        except Exception:
+            logger.exception("on_discard of %s failed for job %s", job.worker, job.id)
+
+
+class _TimedOut:
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __str__(self) -> str:
+        return f"timed out after {self.seconds:g}s"

@@ -1,0 +1,277 @@
+"""The node: one per process running jobs. It supervises its components and stops them
+gracefully.
+
+    node = Node(app, queues={"default": 10})
+    await node.start()      # registers the node, then starts every component
+    ...
+    await node.stop()       # stop claiming, let jobs finish, return the rest, deregister
+
+Components (each an asyncio task, restarted with backoff if it crashes, never taking the
+node down): one producer per queue, the acker, the stager, the lifeline and, unless turned
+off, the notifier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from shigoto import _validate as check
+from shigoto._version import __version__
+from shigoto.db import execution
+from shigoto.db.operations import Operation
+from shigoto.job import Job, JobState
+from shigoto.runtime.acker import Acker
+from shigoto.runtime.executor import Executor
+from shigoto.runtime.lifeline import Lifeline
+from shigoto.runtime.notifier import Notifier
+from shigoto.runtime.producer import Producer
+from shigoto.runtime.stager import Stager
+
+if TYPE_CHECKING:
+    from shigoto.app import Shigoto
+
+logger = logging.getLogger("shigoto.node")
+
+ACK_FLUSH_TIMEOUT = 10.0
+
+
+def new_node_id() -> str:
+    """Stable for the life of the process and unique across restarts: host-pid-random."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class Node:
+    def __init__(self, app: Shigoto, queues: Mapping[str, int] | None = None) -> None:
+        self.app = app
+        self.config = app.config
+        self.id = new_node_id()
+        self.queues = dict(self.config.queues if queues is None else queues)
+        for name, limit in self.queues.items():
+            check.queue(name, "queues")
+            check.integer(limit, f"queues[{name!r}]", (1, 10_000))
+        self.executor = Executor(app.workers, threads=self.config.thread_count, node_id=self.id)
+        self.producers: dict[str, Producer] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._acker: Acker | None = None
+        self.notifier: Notifier | None = None
+        self.started = False
+        self._stopping = False
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.started:
+            return
+        q = self.app.queries
+        # Registered before anything is claimed: rescue trusts the nodes table (D3).
+        await self._db(execution.register_node(q, self.id, self.queues, {"version": __version__}))
+        self._acker = Acker(self._db, q, self.id)
+        self._spawn("acker", self._acker.run)
+        for name, limit in self.queues.items():
+            self._add_producer(name, limit)
+        stager = Stager(
+            db=self._db, queries=q, interval=self.config.stage_interval, on_staged=self._wake
+        )
+        self._spawn("stager", stager.run)
+        lifeline = Lifeline(
+            db=self._db,
+            queries=q,
+            node_id=self.id,
+            queues=lambda: {name: p.limit for name, p in self.producers.items()},
+            interval=self.config.heartbeat_interval,
+            node_timeout=self.config.node_timeout,
+            on_rescued=self._rescued,
+            on_fence=self._fence,
+        )
+        self._spawn("lifeline", lifeline.run)
+        if self.config.notifier:
+            self.notifier = Notifier(
+                connect=self._listen_connection,
+                db=self._db,
+                queries=q,
+                node_id=self.id,
+                probe_interval=self.config.probe_interval,
+                on_insert=self._wake,
+                on_control=self._control,
+                on_connect=self._wake_all,
+            )
+            self._spawn("notifier", self.notifier.run)
+        self.started = True
+        logger.info(
+            "node %s started: %s",
+            self.id,
+            ", ".join(f"{name}={limit}" for name, limit in self.queues.items()) or "no queues",
+        )
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop gracefully: no new claims, running jobs get `timeout` seconds (default
+        `shutdown_timeout`), the rest return to the queue at once without using an attempt."""
+        if not self.started or self._stopping:
+            return
+        self._stopping = True
+        timeout = self.config.shutdown_timeout if timeout is None else timeout
+        await asyncio.gather(*(p.stop(timeout) for p in self.producers.values()))
+        for name in list(self._tasks):
+            if name.startswith("producer:"):
+                await self._cancel(name)
+        assert self._acker is not None
+        if not await self._acker.flush(ACK_FLUSH_TIMEOUT):
+            logger.error(
+                "%d outcome(s) could not be written before shutdown; those jobs will be "
+                "rescued once this node's heartbeat is stale",
+                self._acker.pending,
+            )
+        for name in list(self._tasks):
+            await self._cancel(name)
+        try:
+            await self._db(execution.remove_node(self.app.queries, self.id))
+        except (psycopg.Error, OSError) as error:
+            logger.warning("could not deregister node %s: %s", self.id, error)
+        self.executor.close()
+        self.started = False
+        self._stopping = False
+        logger.info("node %s stopped", self.id)
+
+    async def stop_now(self) -> None:
+        """Stop at once (a second signal): interrupt every job and return it to the queue."""
+        await self.stop(timeout=0)
+
+    # -- queues ------------------------------------------------------------------------------
+
+    def add_queue(self, name: str, limit: int) -> None:
+        check.queue(name)
+        check.integer(limit, "limit", (1, 10_000))
+        if name in self.producers:
+            self.producers[name].scale(limit)
+        else:
+            self.queues[name] = limit
+            if self.started:
+                self._add_producer(name, limit)
+
+    def scale_queue(self, name: str, limit: int) -> None:
+        check.integer(limit, "limit", (1, 10_000))
+        if name in self.producers:
+            self.queues[name] = limit
+            self.producers[name].scale(limit)
+
+    async def remove_queue(self, name: str) -> None:
+        producer = self.producers.pop(name, None)
+        self.queues.pop(name, None)
+        if producer is None:
+            return
+        await producer.stop(self.config.shutdown_timeout)
+        await self._cancel(f"producer:{name}")
+
+    def _add_producer(self, name: str, limit: int) -> None:
+        assert self._acker is not None
+        producer = Producer(
+            name,
+            limit,
+            db=self._db,
+            queries=self.app.queries,
+            node_id=self.id,
+            executor=self.executor,
+            acker=self._acker,
+            poll_interval=self.config.poll_interval,
+        )
+        self.producers[name] = producer
+        self._spawn(f"producer:{name}", producer.run)
+
+    # -- signals -----------------------------------------------------------------------------
+
+    def _wake(self, queue: str) -> None:
+        producer = self.producers.get(queue)
+        if producer is not None:
+            producer.wake()
+
+    def _wake_all(self) -> None:
+        for producer in self.producers.values():
+            producer.wake()
+
+    def _control(self, message: dict[str, Any]) -> None:
+        action = message.get("action")
+        if action == "cancel":
+            for job_id in message.get("ids", []):
+                for producer in self.producers.values():
+                    if producer.cancel_job(job_id, "cancelled"):
+                        logger.info("job %s cancelled while running; interrupted", job_id)
+        elif action == "queue":
+            self._queue_signal(message)
+
+    def _queue_signal(self, message: dict[str, Any]) -> None:
+        name, limit = message.get("queue"), message.get("limit")
+        if not isinstance(name, str):
+            return
+        if limit is None:
+            self._spawn(
+                f"remove:{name}:{time.monotonic()}", lambda: self.remove_queue(name), restart=False
+            )
+        elif isinstance(limit, int) and not isinstance(limit, bool):
+            self.add_queue(name, limit)
+
+    def _fence(self, reason: str) -> None:
+        running = sum(len(p.running) for p in self.producers.values())
+        if running:
+            logger.error("stopping %d running job(s) on node %s: %s", running, self.id, reason)
+        for producer in self.producers.values():
+            producer.interrupt_all("fenced")
+
+    async def _rescued(self, jobs: list[Job]) -> None:
+        for queue in {job.queue for job in jobs if job.state is JobState.AVAILABLE}:
+            self._wake(queue)
+        for job in jobs:
+            if job.state is JobState.DISCARDED:
+                await self.executor.on_discard(job)
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    async def _db(self, operation: Operation[Any]) -> Any:
+        return await self.app._run(operation)
+
+    async def _listen_connection(self) -> psycopg.AsyncConnection[Any]:
+        return await self.app._connect_listener()
+
+    def _spawn(
+        self,
+        name: str,
+        target: Callable[[], Coroutine[Any, Any, None]],
+        *,
+        restart: bool = True,
+    ) -> None:
+        coroutine = self._supervise(name, target) if restart else target()
+        task = asyncio.create_task(coroutine, name=f"shigoto-{name}")
+        self._tasks[name] = task
+        task.add_done_callback(
+            lambda t: self._tasks.pop(name, None) if self._tasks.get(name) is t else None
+        )
+
+    async def _supervise(self, name: str, target: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run a component forever, restarting it with backoff when it crashes."""
+        delay = 0.1
+        while True:
+            started = time.monotonic()
+            try:
+                await target()
+                return
+            except Exception:
+                logger.exception("component %s crashed; restarting in %.1fs", name, delay)
+            if time.monotonic() - started > 60:
+                delay = 0.1
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    async def _cancel(self, name: str) -> None:
+        task = self._tasks.pop(name, None)
+        if task is None:
+            return
+        task.cancel()
+        await asyncio.wait([task])

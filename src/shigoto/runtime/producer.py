@@ -1,0 +1,153 @@
+"""One producer per queue: claims as many jobs as it has free slots and starts them.
+
+The producer claims when it is told there may be work (an insert notification, a staged
+job, a poll tick) or when a slot frees up after a claim that filled every slot (there may
+be more). It never runs more jobs at once than its limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from shigoto.db import execution
+from shigoto.db.operations import Operation
+from shigoto.db.queries import Queries
+from shigoto.job import Job, JobState
+from shigoto.runtime.acker import Acker
+from shigoto.runtime.context import JobRun
+from shigoto.runtime.executor import Executor
+from shigoto.runtime.retrying import TRANSIENT, Backoff
+
+logger = logging.getLogger("shigoto.producer")
+
+
+class Producer:
+    """Claims and runs the jobs of one queue on this node, at most `limit` at a time."""
+
+    def __init__(
+        self,
+        queue: str,
+        limit: int,
+        *,
+        db: Callable[[Operation[Any]], Awaitable[Any]],
+        queries: Queries,
+        node_id: str,
+        executor: Executor,
+        acker: Acker,
+        poll_interval: float,
+    ) -> None:
+        self.queue = queue
+        self.limit = limit
+        self._db = db
+        self._q = queries
+        self._node = node_id
+        self._executor = executor
+        self._acker = acker
+        self._poll_interval = poll_interval
+        self.running: dict[int, tuple[asyncio.Task[None], JobRun]] = {}
+        self._wake = asyncio.Event()
+        self._more = True  # there may be claimable jobs: claim at the first free slot
+        self._claiming = True
+
+    @property
+    def free(self) -> int:
+        return max(0, self.limit - len(self.running))
+
+    def wake(self) -> None:
+        """There may be new jobs (an insert, a staged or rescued job, a reconnect)."""
+        self._more = True
+        self._wake.set()
+
+    def scale(self, limit: int) -> None:
+        self.limit = limit
+        self.wake()
+
+    async def run(self) -> None:
+        backoff = Backoff()
+        while True:
+            if self._claiming and self._more and self.free > 0:
+                wanted = self.free
+                try:
+                    jobs = await self._db(
+                        execution.claim(self._q, queue=self.queue, limit=wanted, node=self._node)
+                    )
+                    backoff.reset()
+                except TRANSIENT as error:
+                    delay = backoff.next()
+                    logger.warning(
+                        "queue %s: claim failed, retrying in %.2fs: %s", self.queue, delay, error
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                self._more = len(jobs) == wanted
+                for job in jobs:
+                    self._start(job)
+            try:
+                async with asyncio.timeout(self._poll_interval):
+                    await self._wake.wait()
+            except TimeoutError:
+                self._more = True  # the poll: a fallback for missed notifications
+            self._wake.clear()
+
+    def _start(self, job: Job) -> None:
+        run = JobRun(job, report=self._acker.report_progress)
+        task = asyncio.create_task(self._execute(run), name=f"shigoto-job-{job.id}")
+        self.running[job.id] = (task, run)
+        task.add_done_callback(lambda _: self._finished(job.id))
+
+    def _finished(self, job_id: int) -> None:
+        self.running.pop(job_id, None)
+        if self._more:
+            self._wake.set()
+
+    async def _execute(self, run: JobRun) -> None:
+        try:
+            ack = await self._executor.execute(run)
+        except Exception:  # a bug of ours; the job is rescued or retried, never lost
+            logger.exception("job %s: the executor failed", run.job.id)
+            return
+        if ack is None:
+            return
+        if ack.state is not JobState.DISCARDED:
+            self._acker.add(ack)
+            return
+        if await self._acker.write(ack):
+            errors = run.job.errors + ([ack.error] if ack.error else [])
+            discarded = dataclasses.replace(run.job, state=JobState.DISCARDED, errors=errors)
+            await self._executor.on_discard(discarded)
+
+    def cancel_job(self, job_id: int, reason: str) -> bool:
+        """Interrupt a running job; False if it does not run here."""
+        entry = self.running.get(job_id)
+        if entry is None:
+            return False
+        task, run = entry
+        run.stop_reason = reason
+        task.cancel()
+        return True
+
+    def interrupt_all(self, reason: str) -> list[asyncio.Task[None]]:
+        """Interrupt every running job (their outcomes say why); returns their tasks."""
+        tasks = []
+        for job_id in list(self.running):
+            self.cancel_job(job_id, reason)
+            tasks.append(self.running[job_id][0])
+        return tasks
+
+    async def stop(self, timeout: float) -> None:
+        """Stop claiming; give running jobs `timeout` seconds, then interrupt the rest,
+        which go back to the queue at once without using an attempt."""
+        self._claiming = False
+        tasks = [task for task, _ in self.running.values()]
+        if tasks and timeout > 0:
+            await asyncio.wait(tasks, timeout=timeout)
+        left = self.interrupt_all("shutdown")
+        if left:
+            logger.info(
+                "queue %s: returning %d unfinished job(s) to the queue", self.queue, len(left)
+            )
+            await asyncio.wait(left)

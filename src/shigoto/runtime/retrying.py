@@ -1,0 +1,30 @@
+"""What the runtime's loops share when the database is away: which errors to wait out,
+and how long to wait before the next try."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg_pool import PoolTimeout
+
+# Errors that mean "the database is unreachable right now", not "this request is wrong".
+TRANSIENT = (psycopg.OperationalError, PoolTimeout)
+
+
+class Backoff:
+    """Growing delays for consecutive failures; `reset()` after a success.
+
+    backoff = Backoff()
+    await asyncio.sleep(backoff.next())   # 0.05, 0.1, 0.25 ... 5.0, 5.0
+    """
+
+    def __init__(self, delays: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)):
+        self._delays = delays
+        self.failures = 0
+
+    def next(self) -> float:
+        delay = self._delays[min(self.failures, len(self._delays) - 1)]
+        self.failures += 1
+        return delay
+
+    def reset(self) -> None:
+        self.failures = 0

@@ -1,0 +1,47 @@
+"""Makes due jobs available: scheduled jobs whose time has come and failed jobs whose
+backoff is over (decision D2), then wakes their queues.
+
+Every node stages; `FOR UPDATE SKIP LOCKED` keeps them out of each other's way, so no
+leader is needed and a dead node never stops the staging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from shigoto.db import execution
+from shigoto.db.operations import Operation
+from shigoto.db.queries import Queries
+from shigoto.runtime.retrying import TRANSIENT
+
+logger = logging.getLogger("shigoto.stager")
+
+
+class Stager:
+    def __init__(
+        self,
+        *,
+        db: Callable[[Operation[Any]], Awaitable[Any]],
+        queries: Queries,
+        interval: float,
+        on_staged: Callable[[str], None],
+    ) -> None:
+        self._db = db
+        self._q = queries
+        self._interval = interval
+        self._on_staged = on_staged
+
+    async def run(self) -> None:
+        while True:
+            try:
+                staged: dict[str, int] = await self._db(execution.stage(self._q))
+            except TRANSIENT as error:
+                logger.warning("staging failed, retrying: %s", error)
+                staged = {}
+            for queue in staged:
+                self._on_staged(queue)
+            if sum(staged.values()) < execution.STAGE_BATCH:
+                await asyncio.sleep(self._interval)

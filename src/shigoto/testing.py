@@ -1,0 +1,271 @@
+"""Helpers for testing code that enqueues jobs, in your own test suite.
+
+Three ways to test, from most to least real:
+
+    counts = await app.drain_queue("emails")        # run the queue's jobs here, now
+    assert counts["completed"] == 1
+
+    with shigoto.testing.inline(app):              # insert runs the job at once, no database
+        job = await send_email.enqueue({"to": "a@b.c"})
+        assert job.state == "completed"
+
+    with shigoto.testing.manual(app) as jobs:      # inserts are recorded, not written or run
+        await signup("a@b.c")
+        jobs.assert_enqueued(worker=send_email, args={"to": "a@b.c"})
+
+`pytest_plugins = ["shigoto.pytest_plugin"]` adds fixtures (`shigoto_inline`,
+`shigoto_manual`) built on a `shigoto_app` fixture you define to return your app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from shigoto import _validate as check
+from shigoto.db import execution
+from shigoto.job import Job, JobSpec, JobState, job_states
+from shigoto.outcomes import ConfigurationError, InvalidJobError, ShigotoError
+from shigoto.runtime.acker import Acker
+from shigoto.runtime.context import JobRun
+from shigoto.runtime.executor import Executor
+from shigoto.runtime.node import new_node_id
+from shigoto.worker import Worker
+
+if TYPE_CHECKING:
+    from shigoto.app import Shigoto
+
+MAX_RUNS_PER_JOB = 100  # a drain that re-runs one job this often is looping (a snooze, say)
+
+_fake_ids = itertools.count(1)
+
+
+class InlineJobFailed(ShigotoError):
+    """In inline mode, the job raised; the original error is the `__cause__`."""
+
+    def __init__(self, job: Job, error: dict[str, Any] | None) -> None:
+        self.job = job
+        detail = f"{error['error']}: {error['message']}" if error else "failed"
+        super().__init__(f"job {job.worker} failed inline: {detail}")
+
+
+# -- drain_queue ------------------------------------------------------------------------------
+
+
+async def drain_queue(app: Shigoto, queue: str, *, with_scheduled: bool = False) -> dict[str, int]:
+    """Run `queue`'s jobs one by one in the calling task until none is left to run.
+
+    Jobs inserted by the jobs are run too. Each job gets its worker's own timeout. With
+    `with_scheduled`, scheduled jobs and retries run now rather than when due. Returns how
+    many runs ended each way: completed, retryable, discarded, cancelled, snoozed.
+    """
+    check.queue(queue)
+    q = app.queries
+    node_id = f"drain-{new_node_id()}"
+    # A node row, so that a running node's lifeline does not take these jobs for orphans.
+    await app._run(execution.register_node(q, node_id, {queue: 1}, {"drain": True}))
+    executor = Executor(app.workers, threads=1, node_id=node_id)
+    acker = Acker(app._run, q, node_id)
+    counts: Counter[str] = Counter()
+    runs: Counter[int] = Counter()
+    try:
+        while True:
+            await app._run(execution.stage(q, queue=queue, everything=with_scheduled))
+            claimed = await app._run(execution.claim(q, queue=queue, limit=1, node=node_id))
+            if not claimed:
+                break
+            job = claimed[0]
+            runs[job.id] += 1
+            if runs[job.id] > MAX_RUNS_PER_JOB:
+                raise ShigotoError(
+                    f"drain_queue: job {job.id} ran {MAX_RUNS_PER_JOB} times in one drain "
+                    "(a job that always snoozes, with with_scheduled=True?)"
+                )
+            ack = await executor.execute(JobRun(job, report=acker.report_progress))
+            if ack is None:
+                continue
+            acker.add(ack)
+            await acker.drain()
+            counts[_outcome_name(ack)] += 1
+            if ack.state is JobState.DISCARDED:
+                errors = job.errors + ([ack.error] if ack.error else [])
+                await executor.on_discard(_replace(job, state=JobState.DISCARDED, errors=errors))
+            await app._run(execution.heartbeat(q, node_id, {queue: 1}))
+    finally:
+        executor.close()
+        await app._run(execution.remove_node(q, node_id))
+    return {name: counts[name] for name in _OUTCOMES}
+
+
+_OUTCOMES = ("completed", "retryable", "discarded", "cancelled", "snoozed")
+
+
+def _outcome_name(ack: execution.Ack) -> str:
+    if ack.refund:
+        return "snoozed"
+    if ack.state in (JobState.RETRYABLE, JobState.AVAILABLE):
+        return "retryable"
+    return ack.state.value
+
+
+# -- inline mode ------------------------------------------------------------------------------
+
+
+async def run_inline(app: Shigoto, spec: JobSpec) -> Job:
+    """Run a spec's job at once, in this task, without the database."""
+    now = datetime.now(UTC)
+    job = Job.from_spec(
+        spec, id=next(_fake_ids), state=JobState.EXECUTING, inserted_at=now, scheduled_at=now
+    )
+    job = _replace(job, attempt=1, attempted_at=now)
+    executor = Executor(app.workers, threads=1, node_id="inline")
+    try:
+        ack = await executor.execute(JobRun(job))
+    finally:
+        executor.close()
+    assert ack is not None
+    errors = [ack.error] if ack.error else []
+    finished = _replace(job, state=ack.state, result=ack.result, errors=errors)
+    if ack.refund:
+        return _replace(finished, attempt=0, state=JobState.SCHEDULED)
+    if ack.state in (JobState.RETRYABLE, JobState.AVAILABLE) or (
+        ack.state is JobState.DISCARDED and ack.error and ack.error["error"] != "Discard"
+    ):
+        raise InlineJobFailed(finished, ack.error)
+    return finished
+
+
+def _replace(job: Job, **changes: Any) -> Job:
+    return dataclasses.replace(job, **changes)
+
+
+# -- manual mode ------------------------------------------------------------------------------
+
+
+class Recorder:
+    """The jobs inserted while in manual mode, with assertions over them."""
+
+    def __init__(self) -> None:
+        self.jobs: list[Job] = []
+
+    def record(self, spec: JobSpec) -> Job:
+        now = datetime.now(UTC)
+        scheduled = spec.scheduled_at is not None and spec.scheduled_at > now
+        job = Job.from_spec(
+            spec,
+            id=next(_fake_ids),
+            state=JobState.SCHEDULED if scheduled else JobState.AVAILABLE,
+            inserted_at=now,
+            scheduled_at=spec.scheduled_at or now,
+        )
+        self.jobs.append(job)
+        return job
+
+    def all_enqueued(
+        self,
+        *,
+        worker: str | type[Worker] | Worker | None = None,
+        queue: str | None = None,
+        args: Mapping[str, Any] | None = None,
+        tags: Iterable[str] | None = None,
+        state: JobState | str | Iterable[JobState | str] | None = None,
+    ) -> list[Job]:
+        """The recorded jobs that match; `args` matches jobs whose args contain it."""
+        name = _worker_name(worker)
+        wanted_tags = None if tags is None else set(check.tags(tags))
+        states = None if state is None else set(job_states(state))
+        return [
+            job
+            for job in self.jobs
+            if (name is None or job.worker == name)
+            and (queue is None or job.queue == queue)
+            and (args is None or _contains(job.args, args))
+            and (wanted_tags is None or wanted_tags <= set(job.tags))
+            and (states is None or job.state in states)
+        ]
+
+    def assert_enqueued(self, **filters: Any) -> Job:
+        """Fail unless a matching job was enqueued; returns the first match."""
+        found = self.all_enqueued(**filters)
+        if not found:
+            seen = ", ".join(f"{j.worker}({j.queue})" for j in self.jobs) or "nothing"
+            raise AssertionError(f"no job enqueued matching {_describe(filters)}; enqueued: {seen}")
+        return found[0]
+
+    def refute_enqueued(self, **filters: Any) -> None:
+        """Fail if a matching job was enqueued."""
+        found = self.all_enqueued(**filters)
+        if found:
+            raise AssertionError(
+                f"{len(found)} job(s) enqueued matching {_describe(filters)}: "
+                + ", ".join(f"#{j.id} {j.worker}" for j in found)
+            )
+
+    def reset(self) -> None:
+        self.jobs.clear()
+
+
+def _worker_name(worker: str | type[Worker] | Worker | None) -> str | None:
+    if worker is None or isinstance(worker, str):
+        return worker
+    if isinstance(worker, Worker) or (isinstance(worker, type) and issubclass(worker, Worker)):
+        return worker._registered_name()
+    raise InvalidJobError("worker", "must be a worker or its registered name")
+
+
+def _contains(whole: Any, part: Any) -> bool:
+    if isinstance(part, Mapping):
+        return isinstance(whole, Mapping) and all(
+            key in whole and _contains(whole[key], value) for key, value in part.items()
+        )
+    return bool(whole == part)
+
+
+def _describe(filters: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in filters.items()) or "anything"
+
+
+# -- switching modes --------------------------------------------------------------------------
+
+
+@contextmanager
+def inline(app: Shigoto) -> Iterator[None]:
+    """Within the block, inserting a job runs it at once instead (no database row)."""
+    with _mode(app, "inline"):
+        yield
+
+
+@contextmanager
+def manual(app: Shigoto) -> Iterator[Recorder]:
+    """Within the block, inserts are recorded (not written, not run): assert on them."""
+    recorder = Recorder()
+    with _mode(app, recorder):
+        yield recorder
+
+
+@contextmanager
+def _mode(app: Shigoto, mode: str | Recorder) -> Iterator[None]:
+    if app._testing is not None:
+        raise ConfigurationError("testing: a testing mode is already active for this app")
+    app._testing = mode
+    try:
+        yield
+    finally:
+        app._testing = None
+
+
+def run_inline_sync(app: Shigoto, spec: JobSpec) -> Job:
+    """`run_inline` for the sync facade (no event loop may be running in this thread)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(run_inline(app, spec))
+    raise ConfigurationError(
+        "testing: app.sync cannot run a job inline inside a running event loop; use the async API"
+    )
