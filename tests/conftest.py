@@ -5,6 +5,7 @@ The server is the embedded one (database `shigoto_test`), or `SHIGOTO_TEST_DSN` 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -76,3 +77,36 @@ def count_jobs(
         return int(row[0])  # type: ignore[call-overload]
 
     return count
+
+
+FAST = {
+    "poll_interval": 0.2,
+    "heartbeat_interval": 0.3,
+    "stage_interval": 0.1,
+    "shutdown_timeout": 2.0,
+    "probe_interval": 1.0,
+}
+
+
+@pytest.fixture
+async def fast_app(dsn: str, schema: str) -> AsyncIterator[Shigoto]:
+    """A migrated app with short intervals, for tests that run a node."""
+    shigoto = Shigoto(dsn=dsn, schema=schema, **FAST)  # type: ignore[arg-type]
+    await shigoto.migrate()
+    yield shigoto
+    await shigoto.stop(timeout=0)
+    await shigoto.close()
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[object]], *, timeout: float = 10.0, every: float = 0.02
+) -> object:
+    """Await `check()` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
+        await asyncio.sleep(every)

@@ -11,9 +11,14 @@ Every command takes `--dsn` (or `SHIGOTO_DSN`) and `--schema`; `--app module:att
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
+import logging
+import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -25,6 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shigoto.app import Shigoto
+from shigoto.config import parse_queues
 from shigoto.job import Job, JobSpec, JobState
 from shigoto.outcomes import ConfigurationError, ShigotoError
 
@@ -38,6 +44,7 @@ cli = typer.Typer(
 jobs_cli = typer.Typer(help="List, show, cancel and retry jobs.", no_args_is_help=True)
 cli.add_typer(jobs_cli, name="jobs")
 
+logger = logging.getLogger("shigoto.cli")
 out = Console()
 err = Console(stderr=True)
 
@@ -294,6 +301,69 @@ def enqueue(
             )
         job = shigoto.sync.insert(spec)
     out.print(f"inserted job {job.id} ({job.worker} on {job.queue}, {job.state.value})")
+
+
+@cli.command()
+def worker(
+    app: Annotated[str, typer.Argument(help="Your application, as module:attribute.")],
+    queues: Annotated[
+        str | None,
+        typer.Option(help="Queues and their concurrency, e.g. default=10,emails=5."),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
+) -> None:
+    """Run a node: claim and run jobs until SIGTERM or SIGINT (a second one stops at once)."""
+    _configure_logging(log_level)
+    try:
+        shigoto = load_app(app)
+        chosen = parse_queues(queues) if queues else None
+        asyncio.run(serve(shigoto, chosen))
+    except ShigotoError as error:
+        err.print(f"[red]error:[/red] {error}", highlight=False)
+        raise typer.Exit(1) from None
+    _exit_despite_stuck_threads()
+
+
+async def serve(app: Shigoto, queues: dict[str, int] | None = None) -> None:
+    """Run the app's node until a signal; the first stops gracefully, the second at once."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal(name: str) -> None:
+        if not stop.is_set():
+            logger.info("%s: stopping gracefully (send it again to stop at once)", name)
+            stop.set()
+        elif app.node is not None:
+            logger.warning("%s: stopping now; running jobs go back to the queue", name)
+            app.node.hurry()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+    try:
+        await app.start(queues=queues)
+        await stop.wait()
+        await app.stop()
+    finally:
+        await app.close()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def _configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("shigoto").setLevel(level.upper())
+
+
+def _exit_despite_stuck_threads() -> None:
+    """A sync job that ignored its timeout still holds a thread; the interpreter would wait
+    for it forever at exit. Its job was already returned to the queue, so leave."""
+    stuck = [t for t in threading.enumerate() if t.name.startswith("shigoto-sync") and t.is_alive()]
+    if stuck:
+        logger.warning("leaving %d sync job thread(s) behind", len(stuck))
+        logging.shutdown()
+        os._exit(0)
 
 
 def main() -> None:

@@ -65,6 +65,7 @@ class Node:
         self.notifier: Notifier | None = None
         self.started = False
         self._stopping = False
+        self._hurry = asyncio.Event()
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -119,7 +120,7 @@ class Node:
             return
         self._stopping = True
         timeout = self.config.shutdown_timeout if timeout is None else timeout
-        await asyncio.gather(*(p.stop(timeout) for p in self.producers.values()))
+        await asyncio.gather(*(p.stop(timeout, self._hurry) for p in self.producers.values()))
         for name in list(self._tasks):
             if name.startswith("producer:"):
                 await self._cancel(name)
@@ -139,11 +140,13 @@ class Node:
         self.executor.close()
         self.started = False
         self._stopping = False
+        self._hurry.clear()
         logger.info("node %s stopped", self.id)
 
-    async def stop_now(self) -> None:
-        """Stop at once (a second signal): interrupt every job and return it to the queue."""
-        await self.stop(timeout=0)
+    def hurry(self) -> None:
+        """Cut a graceful stop short (a second signal): interrupt the running jobs now; they
+        return to the queue at once without using an attempt."""
+        self._hurry.set()
 
     # -- queues ------------------------------------------------------------------------------
 

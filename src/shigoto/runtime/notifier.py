@@ -58,6 +58,7 @@ class Notifier:
         self._control_channel = f"{queries.schema}.control"
         self._probes: dict[str, asyncio.Event] = {}
         self.connected = asyncio.Event()
+        self.connections = 0  # how many times the listener has (re)connected
 
     async def run(self) -> None:
         backoff = Backoff()
@@ -72,6 +73,7 @@ class Notifier:
             try:
                 await run_async(conn, execution.listen(self._q))
                 backoff.reset()
+                self.connections += 1
                 self.connected.set()
                 self._on_connect()  # NOTIFY has no replay: look for what we missed
                 async with asyncio.TaskGroup() as group:

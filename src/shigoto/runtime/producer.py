@@ -138,13 +138,19 @@ class Producer:
             tasks.append(self.running[job_id][0])
         return tasks
 
-    async def stop(self, timeout: float) -> None:
-        """Stop claiming; give running jobs `timeout` seconds, then interrupt the rest,
-        which go back to the queue at once without using an attempt."""
+    async def stop(self, timeout: float, hurry: asyncio.Event | None = None) -> None:
+        """Stop claiming; give running jobs `timeout` seconds (cut short when `hurry` is
+        set), then interrupt the rest, which go back to the queue at once without using an
+        attempt."""
         self._claiming = False
-        tasks = [task for task, _ in self.running.values()]
-        if tasks and timeout > 0:
-            await asyncio.wait(tasks, timeout=timeout)
+        jobs = [task for task, _ in self.running.values()]
+        if jobs and timeout > 0:
+            waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(asyncio.wait(jobs))]
+            if hurry is not None:
+                waiters.append(asyncio.ensure_future(hurry.wait()))
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
         left = self.interrupt_all("shutdown")
         if left:
             logger.info(
