@@ -50,6 +50,10 @@ def embedded_dsn(home: Path) -> str:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 server = get_server(home / "pgdata", cleanup_mode=None)
+                # get_server hands back the handle it made earlier in this process even if
+                # the server has stopped since (stop_embedded, a crash): start it again.
+                if not server.get_postmaster_info().is_running():
+                    server.ensure_postgres_running()
             dsn = str(server.get_uri())
         except Exception as error:
             raise EmbeddedServerUnavailable(

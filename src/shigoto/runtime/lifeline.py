@@ -57,26 +57,30 @@ class Lifeline:
 
     async def run(self) -> None:
         while True:
-            await self._beat()
-            await self._rescue()
+            if await self._beat():
+                await self._rescue()  # only with a fresh heartbeat of our own
             await asyncio.sleep(self._interval)
 
-    async def _beat(self) -> None:
+    async def _beat(self) -> bool:
         try:
-            alive = await self._db(execution.heartbeat(self._q, self._node, self._queues()))
-        except TRANSIENT as error:
+            # Bounded: a heartbeat stuck waiting for a connection is a missed heartbeat.
+            async with asyncio.timeout(max(self._interval, 1.0)):
+                alive = await self._db(execution.heartbeat(self._q, self._node, self._queues()))
+        except (*TRANSIENT, TimeoutError) as error:
             silent = time.monotonic() - self._last_beat
-            logger.warning("heartbeat failed (%.0fs since the last one): %s", silent, error)
+            reason = str(error) or type(error).__name__
+            logger.warning("heartbeat failed (%.0fs since the last one): %s", silent, reason)
             if silent > self.fence_after and not self._fenced:
                 self._fenced = True
                 self._on_fence(f"no heartbeat for {silent:.0f}s")
-            return
+            return False
         if not alive:
             logger.error("node %s was declared dead by another node; re-registering", self._node)
             self._on_fence("declared dead by another node")
             await self._db(execution.register_node(self._q, self._node, self._queues(), {}))
         self._last_beat = time.monotonic()
         self._fenced = False
+        return True
 
     async def _rescue(self) -> None:
         try:

@@ -75,6 +75,21 @@ class Node:
         q = self.app.queries
         # Registered before anything is claimed: rescue trusts the nodes table (D3).
         await self._db(execution.register_node(q, self.id, self.queues, {"version": __version__}))
+        try:
+            self._start_components()
+        except BaseException:
+            for name in list(self._tasks):
+                await self._cancel(name)
+            raise
+        self.started = True
+        logger.info(
+            "node %s started: %s",
+            self.id,
+            ", ".join(f"{name}={limit}" for name, limit in self.queues.items()) or "no queues",
+        )
+
+    def _start_components(self) -> None:
+        q = self.app.queries
         self._acker = Acker(self._db, q, self.id)
         self._spawn("acker", self._acker.run)
         for name, limit in self.queues.items():
@@ -106,12 +121,6 @@ class Node:
                 on_connect=self._wake_all,
             )
             self._spawn("notifier", self.notifier.run)
-        self.started = True
-        logger.info(
-            "node %s started: %s",
-            self.id,
-            ", ".join(f"{name}={limit}" for name, limit in self.queues.items()) or "no queues",
-        )
 
     async def stop(self, timeout: float | None = None) -> None:
         """Stop gracefully: no new claims, running jobs get `timeout` seconds (default

@@ -1,0 +1,199 @@
+"""Nodes in real processes: sharing one database, killed with SIGKILL, stopped by signals."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from psycopg import sql
+
+from shigoto import JobSpec, JobState, Shigoto
+from tests.conftest import FAST, wait_until
+from tests.nodeapp import LEDGER, ledger_table
+
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture
+async def ledger(db, schema: str, app: Shigoto):
+    """`await ledger(query)`: rows of this test's ledger table (`{}` stands for it)."""
+    await db.execute(sql.SQL(LEDGER).format(ledger_table(schema)))
+
+    async def rows(query: str, params: list[Any] | None = None) -> list[Any]:
+        composed = sql.SQL(query).format(ledger_table(schema))  # type: ignore[arg-type]
+        cur = await db.execute(composed, params)
+        return list(await cur.fetchall())
+
+    return rows
+
+
+@pytest.fixture
+def nodes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Node processes started by the test; killed at the end whatever happens."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def start_node(
+    nodes: list[subprocess.Popen[bytes]],
+    dsn: str,
+    schema: str,
+    queues: str = "default=10",
+    **settings: object,
+) -> subprocess.Popen[bytes]:
+    chosen = {**FAST, **settings}
+    environment = {
+        **os.environ,
+        **{f"SHIGOTO_{k.upper()}": str(v) for k, v in chosen.items()},
+        "SHIGOTO_DSN": dsn,
+        "SHIGOTO_SCHEMA": schema,
+        "PYTHONPATH": str(ROOT),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shigoto.cli", "worker", "tests.nodeapp:app", "--queues", queues],
+        env=environment,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    nodes.append(process)
+    return process
+
+
+def spec(worker: str, args: dict[str, Any] | None = None, **options: Any) -> JobSpec:
+    """A job for a worker that only the node processes know (registered in tests.nodeapp)."""
+    return JobSpec.build(worker, args or {}, **options)
+
+
+async def _count(app: Shigoto, state: JobState) -> int:
+    return (await app.status()).count(state)
+
+
+async def test_two_node_processes_run_each_job_exactly_once(
+    app: Shigoto, ledger, nodes, dsn: str, schema: str
+) -> None:
+    await app.insert_all([spec("ledger.noop") for _ in range(5000)])
+    start_node(nodes, dsn, schema)
+    start_node(nodes, dsn, schema)
+
+    async def all_done() -> bool:
+        return await _count(app, JobState.COMPLETED) == 5000
+
+    await wait_until(all_done, timeout=120, every=0.2)
+    rows = await ledger(
+        "SELECT job_id, count(*) FILTER (WHERE event = 'start') FROM {} GROUP BY job_id"
+    )
+    assert len(rows) == 5000
+    assert {starts for _, starts in rows} == {1}
+    assert len(await ledger("SELECT DISTINCT pid FROM {}")) == 2  # both nodes took part
+
+
+async def test_a_killed_nodes_job_is_rescued_and_completed_by_a_survivor(
+    app: Shigoto, ledger, nodes, dsn: str, schema: str
+) -> None:
+    victim = start_node(nodes, dsn, schema, queues="slow=1")
+    long_job = await app.insert(spec("ledger.sleep", {"seconds": 2.0}, queue="slow"))
+
+    async def started() -> list[Any]:
+        return await ledger("SELECT pid FROM {} WHERE event = 'start'")
+
+    assert await wait_until(started, timeout=30) == [(victim.pid,)]
+    others = await app.insert_all([spec("ledger.noop") for _ in range(200)])
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    survivor = start_node(nodes, dsn, schema, queues="slow=1,default=5")
+
+    async def rescued_and_done() -> bool:
+        job = await app.get_job(long_job.id)
+        return job is not None and job.state is JobState.COMPLETED
+
+    await wait_until(rescued_and_done, timeout=60, every=0.1)
+    for job in others:
+        await wait_until(lambda job=job: _is_completed(app, job.id), timeout=30)
+
+    done = await app.get_job(long_job.id)
+    assert done is not None
+    assert done.attempt == 2  # the killed run consumed its attempt (decision D1)
+    assert [e["error"] for e in done.errors] == ["NodeLost"]
+    assert "stopped heartbeating" in done.errors[0]["message"]
+    runs = await ledger("SELECT pid, event FROM {} WHERE job_id = %s ORDER BY at", [long_job.id])
+    assert runs == [(victim.pid, "start"), (survivor.pid, "start"), (survivor.pid, "end")]
+    twice = await ledger(
+        "SELECT job_id FROM {} WHERE event = 'start' GROUP BY job_id HAVING count(*) > 1"
+    )
+    assert twice == [(long_job.id,)]  # no other job ran twice
+
+
+async def _is_completed(app: Shigoto, job_id: int) -> bool:
+    job = await app.get_job(job_id)
+    return job is not None and job.state is JobState.COMPLETED
+
+
+async def test_rescue_discards_a_job_out_of_attempts(
+    app: Shigoto, ledger, nodes, dsn: str, schema: str
+) -> None:
+    victim = start_node(nodes, dsn, schema)
+    job = await app.insert(spec("ledger.sleep", {"seconds": 30}, max_attempts=1))
+
+    async def started() -> list[Any]:
+        return await ledger("SELECT pid FROM {} WHERE event = 'start'")
+
+    await wait_until(started, timeout=30)
+    victim.kill()
+    victim.wait()
+    start_node(nodes, dsn, schema)
+
+    async def discarded() -> bool:
+        current = await app.get_job(job.id)
+        return current is not None and current.state is JobState.DISCARDED
+
+    await wait_until(discarded, timeout=30)
+    final = await app.get_job(job.id)
+    assert final is not None and final.errors[-1]["error"] == "NodeLost"
+
+
+async def test_sigterm_lets_jobs_finish_and_a_second_signal_stops_at_once(
+    app: Shigoto, ledger, nodes, dsn: str, schema: str
+) -> None:
+    node = start_node(nodes, dsn, schema, shutdown_timeout=30)
+    short = await app.insert(spec("ledger.sleep", {"seconds": 0.5}))
+    endless = await app.insert(spec("ledger.sleep", {"seconds": 3600}))
+
+    async def both_started() -> bool:
+        return len(await ledger("SELECT 1 FROM {} WHERE event = 'start'")) == 2
+
+    await wait_until(both_started, timeout=30)
+    node.send_signal(signal.SIGTERM)
+    await wait_until(lambda: _is_completed(app, short.id), timeout=10)
+    assert node.poll() is None  # still waiting for the endless job, up to 30 s
+    began = time.monotonic()
+    node.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(node.wait, 10) == 0
+    assert time.monotonic() - began < 5
+    returned = await app.get_job(endless.id)
+    assert returned is not None
+    assert (returned.state, returned.attempt) == (JobState.AVAILABLE, 0)
+    output = node.stdout.read().decode() if node.stdout else ""
+    assert "stopping gracefully" in output and "stopping now" in output
+    assert await _nodes(app, schema) == 0  # deregistered
+
+
+async def _nodes(app: Shigoto, schema: str) -> int:
+    async with app.connection() as conn:
+        cur = await conn.execute(
+            sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, "nodes"))
+        )
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
