@@ -18,6 +18,8 @@ from psycopg import sql
 from shigoto import Shigoto
 from shigoto.db.embedded import embedded_dsn
 
+pytest_plugins = ["pytester"]
+
 TEST_DATABASE = "shigoto_test"
 
 
