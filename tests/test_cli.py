@@ -137,3 +137,30 @@ async def test_enqueue_with_app_checks_the_name_and_uses_worker_defaults(
     wrong = run("status", "--app", "cli_app_module:nothing", env=env)
     assert wrong.exit_code == 1 and "is not a shigoto.Shigoto instance" in wrong.output
     assert await count_jobs() == 1
+
+
+def test_demo_runs_to_its_summary_with_no_database_configured(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from shigoto.db.embedded import stop_embedded
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIGOTO_")}
+    env["COLUMNS"] = "100"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "shigoto.cli", "demo", "--jobs", "300"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        stop_embedded(tmp_path / ".shigoto")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "inserted 300 jobs into 5 queues" in done.stdout
+    summary = done.stdout[done.stdout.index("done in") :]
+    assert "298 completed, 2 discarded" in " ".join(summary.split())
+    assert "Traceback" not in done.stderr

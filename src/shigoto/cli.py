@@ -366,6 +366,30 @@ def _exit_despite_stuck_threads() -> None:
         os._exit(0)
 
 
+@cli.command()
+def demo(
+    jobs: Annotated[int, typer.Option(help="About how many jobs to insert.")] = 2_000,
+    keep_running: Annotated[
+        bool, typer.Option("--keep-running", help="Keep the node running after the summary.")
+    ] = False,
+    dsn: DsnOption = None,
+) -> None:
+    """A one-minute tour: ~2,000 jobs (retries, snoozes, schedules, discards), live."""
+    from shigoto.demo import run_demo
+
+    _configure_logging("WARNING")
+    if jobs < 10:
+        err.print("[red]error:[/red] --jobs: at least 10")
+        raise typer.Exit(1)
+    try:
+        asyncio.run(run_demo(dsn, jobs, keep_running, out))
+    except KeyboardInterrupt:
+        pass
+    except ShigotoError as error:
+        err.print(f"[red]error:[/red] {error}", highlight=False)
+        raise typer.Exit(1) from None
+
+
 def main() -> None:
     """Entry point of the `shigoto` console script."""
     cli()
