@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from bench import insert
+from bench import insert, run
 from bench.common import report, resolve_dsn
 
 
@@ -16,11 +16,16 @@ def main() -> None:
     insert_parser = commands.add_parser("insert", help="bulk and single insert throughput")
     insert_parser.add_argument("--bulk", type=int, default=20_000)
     insert_parser.add_argument("--single", type=int, default=2_000)
+    run_parser = commands.add_parser("run", help="drain throughput and idle latency")
+    run_parser.add_argument("--jobs", type=int, default=20_000)
+    run_parser.add_argument("--latency-jobs", type=int, default=200)
     options = parser.parse_args()
 
     dsn = resolve_dsn(options.dsn)
     if options.command == "insert":
         report("insert", asyncio.run(insert.run(dsn, options.bulk, options.single)))
+    elif options.command == "run":
+        report("run", asyncio.run(run.run(dsn, options.jobs, options.latency_jobs)))
 
 
 if __name__ == "__main__":
