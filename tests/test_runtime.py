@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -501,3 +503,40 @@ async def test_drain_stops_a_job_that_snoozes_for_ever(app: Shigoto) -> None:
     await sleepy.enqueue()
     with pytest.raises(Exception, match=r"ran 100 times in one drain"):
         await app.drain_queue("default", with_scheduled=True)
+
+
+async def test_a_listener_that_dies_silently_is_found_by_the_probe(
+    dsn: str, schema: str, db
+) -> None:
+    """A frozen backend keeps its connection open but delivers nothing (like a connection a
+    NAT dropped without a reset). Only the NOTIFY round-trip probe can tell."""
+    app = Shigoto(dsn=dsn, schema=schema, poll_interval=60, stage_interval=60, probe_interval=0.5)
+    await app.migrate()
+    arrived = asyncio.Event()
+
+    @app.worker(name="mark")
+    async def mark() -> None:
+        arrived.set()
+
+    frozen: list[int] = []
+    try:
+        await app.start()
+        assert app.node is not None and app.node.notifier is not None
+        notifier = app.node.notifier
+        await asyncio.wait_for(notifier.connected.wait(), 5)
+        cur = await db.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'shigoto-listener' "
+            "AND query LIKE %s",
+            [f"%{schema}.jobs_inserted%"],
+        )
+        frozen = [row[0] for row in await cur.fetchall()]
+        assert len(frozen) == 1
+        os.kill(frozen[0], signal.SIGSTOP)
+        await wait_until(lambda: asyncio.sleep(0, result=notifier.connections == 2), timeout=15)
+        await mark.enqueue()
+        await asyncio.wait_for(arrived.wait(), 2)  # woken by the new listener, not a poll
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+        await app.stop()
+        await app.close()
