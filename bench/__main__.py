@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from bench import insert, run
+from bench import chaos, insert, run
 from bench.common import report, resolve_dsn
 
 
@@ -19,8 +19,15 @@ def main() -> None:
     run_parser = commands.add_parser("run", help="drain throughput and idle latency")
     run_parser.add_argument("--jobs", type=int, default=20_000)
     run_parser.add_argument("--latency-jobs", type=int, default=200)
+    chaos_parser = commands.add_parser("chaos", help="faults and floods; invariants checked")
+    chaos_parser.add_argument("--minutes", type=float, help="the long profile, this long")
+    chaos_parser.add_argument("--seed", type=int)
     options = parser.parse_args()
 
+    if options.command == "chaos":  # brings its own server: it restarts it
+        result = asyncio.run(chaos.run(options.minutes, options.seed))
+        report("chaos", result)
+        raise SystemExit(0 if result["ok"] else 1)
     dsn = resolve_dsn(options.dsn)
     if options.command == "insert":
         report("insert", asyncio.run(insert.run(dsn, options.bulk, options.single)))

@@ -540,3 +540,50 @@ async def test_a_listener_that_dies_silently_is_found_by_the_probe(
             os.kill(pid, signal.SIGCONT)
         await app.stop()
         await app.close()
+
+
+async def test_an_interrupted_job_that_raises_while_cleaning_up_is_still_returned(
+    fast_app: Shigoto,
+) -> None:
+    """Found by the chaos suite: a worker whose cleanup fails during a shutdown (its
+    database is gone, say) must not turn the interruption into a failed attempt."""
+    started = asyncio.Event()
+
+    @fast_app.worker(name="messy")
+    async def messy() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            raise RuntimeError("cleanup failed")
+
+    job = await messy.enqueue()
+    await fast_app.start()
+    await started.wait()
+    await fast_app.stop(timeout=0.1)
+    returned = await fast_app.get_job(job.id)
+    assert returned is not None
+    assert (returned.state, returned.attempt, returned.errors) == (JobState.AVAILABLE, 0, [])
+
+
+async def test_a_node_never_rescues_its_own_jobs(app: Shigoto, db, schema) -> None:
+    """Found by the chaos suite: after an outage a node's own heartbeat is stale; it must
+    not take its own jobs (whose outcomes may still be on their way) for orphans."""
+    from shigoto.db import execution
+
+    @app.worker(name="held")
+    async def held() -> None: ...
+
+    job = await held.enqueue()
+    await app._run(execution.register_node(app.queries, "me", {"default": 1}, {}))
+    await app._run(execution.claim(app.queries, queue="default", limit=1, node="me"))
+    nodes = sql.Identifier(schema, "nodes")
+    await db.execute(
+        sql.SQL("UPDATE {} SET heartbeat_at = now() - interval '1 hour'").format(nodes)
+    )
+    assert await app._run(execution.rescue(app.queries, node="me", node_timeout=60)) == []
+    assert await _state(app, job.id) is JobState.EXECUTING
+    rescued = await app._run(execution.rescue(app.queries, node="other", node_timeout=60))
+    assert [j.id for j in rescued] == [job.id]
+    assert rescued[0].state is JobState.AVAILABLE
+    assert rescued[0].errors[-1]["error"] == "NodeLost"

@@ -20,6 +20,7 @@ MAX_TAG_LENGTH = 255
 MAX_TAGS = 64
 PRIORITY_RANGE = (-32768, 32767)  # stored as smallint
 MAX_ATTEMPTS_RANGE = (1, 10_000)
+MAX_JSON_DEPTH = 200  # deeper than any sane payload; far from Python's and PostgreSQL's limits
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -110,13 +111,13 @@ def json_object(value: object, field: str) -> dict[str, Any]:
     """
     if not isinstance(value, Mapping):
         raise InvalidJobError(field, f"must be a JSON object (a dict), got {type(value).__name__}")
-    _check_json(value, field)
+    _check_json(value, field, 0)
     return dict(value)
 
 
 def json_value(value: object, field: str) -> Any:
     """Check that `value` (any JSON value: a job's result, say) fits in `jsonb`; return it."""
-    _check_json(value, field)
+    _check_json(value, field, 0)
     return value
 
 
@@ -133,7 +134,7 @@ def _check_string(value: str, path: str, what: str = "") -> None:
         ) from None
 
 
-def _check_json(value: object, path: str) -> None:
+def _check_json(value: object, path: str, depth: int) -> None:
     if value is None or isinstance(value, bool | int):
         return
     if isinstance(value, str):
@@ -143,6 +144,8 @@ def _check_json(value: object, path: str) -> None:
         if not math.isfinite(value):
             raise InvalidJobError(path, f"{value!r} is not a JSON number")
         return
+    if depth >= MAX_JSON_DEPTH and isinstance(value, Mapping | list | tuple):
+        raise InvalidJobError(path, f"is nested more than {MAX_JSON_DEPTH} levels deep")
     if isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
@@ -150,10 +153,10 @@ def _check_json(value: object, path: str) -> None:
                     f"{path}[{key!r}]", f"keys must be strings, got {type(key).__name__}"
                 )
             _check_string(key, f"{path}[{key!r}]", "key ")
-            _check_json(item, f"{path}[{json.dumps(key)}]")
+            _check_json(item, f"{path}[{json.dumps(key)}]", depth + 1)
         return
     if isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            _check_json(item, f"{path}[{index}]")
+            _check_json(item, f"{path}[{index}]", depth + 1)
         return
     raise InvalidJobError(path, f"{type(value).__name__} is not JSON-serializable")

@@ -15,6 +15,7 @@ Non-async code uses the same calls on `app.sync` (see `SyncShigoto`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -22,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolClosed
 
 from shigoto import _validate as check
 from shigoto.admin import CANCELLABLE_STATES, RETRYABLE_STATES, JobFilter, JobPage, Status
@@ -128,6 +129,7 @@ class Shigoto(_Facade):
         self.sync = SyncShigoto(self)
         self._pool: AsyncConnectionPool | None = None
         self._pool_lock = asyncio.Lock()
+        self._pool_check: asyncio.Future[None] | None = None
         self._node: Node | None = None
         self._testing: str | Recorder | None = None  # set by shigoto.testing.inline/manual
 
@@ -188,8 +190,22 @@ class Shigoto(_Facade):
                 )
             return await run_async(conn, operation, transaction=transaction)
         pool = await self._get_pool()
-        async with pool.connection() as pooled:
-            return await run_async(pooled, operation, transaction=transaction)
+        try:
+            async with pool.connection() as pooled:
+                return await run_async(pooled, operation, transaction=transaction)
+        except psycopg.OperationalError:
+            # One dead connection usually means more (a server restart, a purge): have the
+            # pool test its idle ones now rather than hand them out to fail one by one.
+            self._check_pool_soon(pool)
+            raise
+
+    def _check_pool_soon(self, pool: AsyncConnectionPool) -> None:
+        async def check() -> None:
+            with contextlib.suppress(psycopg.Error, PoolClosed):
+                await pool.check()
+
+        if self._pool_check is None or self._pool_check.done():
+            self._pool_check = asyncio.ensure_future(check())
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:

@@ -124,6 +124,10 @@ class Executor:
             return self._interrupted(run)
         finally:
             context.leave(token)
+        if run.stop_reason is not None:
+            # Interrupted, whatever the worker turned the cancellation into (an error raised
+            # from its cleanup, say): an interruption is not the job's failure.
+            return self._interrupted(run)
         return self._ack(worker, job, outcome)
 
     async def _perform(self, worker: Worker, worker_cls: type[Worker], run: JobRun) -> object:
