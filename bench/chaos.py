@@ -445,26 +445,29 @@ class Harness:
         for job_id, pid, attempt, event, at in ledger:
             key = (job_id, pid, attempt)
             if event == "start":
-                run = {"pid": pid, "start": at, "end": None, "event": None}
+                run = {"pid": pid, "attempt": attempt, "start": at, "end": None, "event": None}
                 open_runs[key] = run
                 runs[job_id].append(run)
             elif key in open_runs:
                 open_runs[key]["end"], open_runs[key]["event"] = at, event
         overlaps, unexplained_duplicates, dangling = [], [], []
         for job_id, job_runs in runs.items():
+            state, attempt, errors, *_ = jobs.get(job_id, ("missing", 0, [], 0, 0))
+            failed_at = {e.get("attempt"): datetime.fromisoformat(e["at"]) for e in errors}
             for run in job_runs:
                 if run["end"] is None:
-                    run["end"] = killed.get(run["pid"])
+                    # No ledger entry for the end: the job's own history says when that
+                    # attempt failed (its ledger write may have failed too), or the node died.
+                    run["end"] = failed_at.get(run["attempt"]) or killed.get(run["pid"])
                     if run["end"] is None:
                         dangling.append(job_id)
             ordered = sorted(job_runs, key=lambda r: r["start"])
             for before, after in itertools.pairwise(ordered):
                 if before["end"] is not None and after["start"] < before["end"]:
                     overlaps.append(job_id)
-            state, attempt, errors, *_ = jobs.get(job_id, ("missing", 0, [], 0, 0))
-            rescues = sum(1 for e in errors if e.get("error") == "NodeLost")
+            lost_nodes = sum(1 for e in errors if e.get("error") in ("NodeLost", "NodeFenced"))
             oks = sum(1 for r in job_runs if r["event"] == "ok")
-            allowed = 1 + rescues if state == "completed" else rescues
+            allowed = 1 + lost_nodes if state == "completed" else lost_nodes
             if oks > allowed:
                 unexplained_duplicates.append(job_id)
         attempt_mismatch = [

@@ -469,6 +469,9 @@ async def test_a_node_declared_dead_stops_its_jobs_and_they_run_again(
     done = await _final(fast_app, job.id)
     assert done.state is JobState.COMPLETED and done.result == "done"
     assert runs == ["start", "interrupted", "start"]
+    # The stopped run counts, and the job says why it ran twice.
+    assert done.attempt == 2
+    assert [e["error"] for e in done.errors] == ["NodeFenced"]
 
 
 async def test_drain_queue_runs_everything_and_counts_outcomes(app: Shigoto) -> None:
@@ -587,3 +590,34 @@ async def test_a_node_never_rescues_its_own_jobs(app: Shigoto, db, schema) -> No
     assert [j.id for j in rescued] == [job.id]
     assert rescued[0].state is JobState.AVAILABLE
     assert rescued[0].errors[-1]["error"] == "NodeLost"
+
+
+async def test_a_cancel_the_node_did_not_hear_still_stops_the_job(dsn: str, schema: str) -> None:
+    """Found by a flaky test: a cancel NOTIFY sent while a node's listener is away (or with
+    no listener at all) is lost; the lifeline's audit still stops the job."""
+    from tests.conftest import FAST
+
+    app = Shigoto(dsn=dsn, schema=schema, **{**FAST, "notifier": False})  # type: ignore[arg-type]
+    await app.migrate()
+    started = asyncio.Event()
+    stopped = asyncio.Event()
+
+    @app.worker(name="deaf")
+    async def deaf() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            stopped.set()
+            raise
+
+    try:
+        job = await deaf.enqueue()
+        await app.start()
+        await started.wait()
+        assert await app.cancel(job.id)
+        await asyncio.wait_for(stopped.wait(), 5)  # within a heartbeat or two (0.3 s)
+        assert await _state(app, job.id) is JobState.CANCELLED
+    finally:
+        await app.stop()
+        await app.close()

@@ -116,5 +116,11 @@ def rescue(q: Queries, *, node: str, node_timeout: float) -> Operation[list[Job]
     return [job_from_row(row) for row in result.rows]
 
 
+def lost_jobs(q: Queries, ids: Sequence[int], *, node: str) -> Operation[list[int]]:
+    """Which of `ids` (running here) this node no longer owns."""
+    result = yield Statement(q.sql("lost_jobs"), {"ids": list(ids), "node": node})
+    return [row["id"] for row in result.rows]
+
+
 def listen(q: Queries) -> Operation[None]:
     yield Statement(q.sql("listen"))

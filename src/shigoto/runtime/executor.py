@@ -154,10 +154,21 @@ class Executor:
             return error
 
     def _interrupted(self, run: JobRun) -> Ack | None:
+        job = run.job
         if run.stop_reason == "cancelled":
-            return None
-        # Shutdown, a fenced node, or a hard stop: back to the queue at once, attempt refunded.
-        return Ack(run.job.id, run.job.attempt, JobState.AVAILABLE, refund=True)
+            return None  # the row says cancelled already
+        if run.stop_reason == "fenced":
+            # This node lost the database (or was declared dead): a failure, like a crash.
+            # The run counts (decision D1) and says why, so a second run is explained.
+            message = (
+                f"node {self.node_id} lost touch with the database while running this job "
+                "and stopped it, so that it can run elsewhere"
+            )
+            entry = error_entry(job.attempt, None, kind="NodeFenced", message=message)
+            state = JobState.DISCARDED if job.attempt >= job.max_attempts else JobState.AVAILABLE
+            return Ack(job.id, job.attempt, state, error=entry)
+        # A graceful stop: back to the queue at once, the attempt refunded.
+        return Ack(job.id, job.attempt, JobState.AVAILABLE, refund=True)
 
     def _ack(self, worker: Worker, job: Job, outcome: object) -> Ack:
         if isinstance(outcome, _TimedOut):
@@ -169,21 +180,9 @@ class Executor:
             state = JobState.SCHEDULED if outcome.seconds > 0 else JobState.AVAILABLE
             return Ack(job.id, job.attempt, state, refund=True, delay=outcome.seconds)
         if isinstance(outcome, Cancel):
-            entry = error_entry(
-                job.attempt,
-                None,
-                kind="Cancel",
-                message=outcome.reason or "cancelled by the worker",
-            )
-            return Ack(job.id, job.attempt, JobState.CANCELLED, error=entry)
+            return self._ended(job, JobState.CANCELLED, "Cancel", outcome.reason)
         if isinstance(outcome, Discard):
-            entry = error_entry(
-                job.attempt,
-                None,
-                kind="Discard",
-                message=outcome.reason or "discarded by the worker",
-            )
-            return Ack(job.id, job.attempt, JobState.DISCARDED, error=entry)
+            return self._ended(job, JobState.DISCARDED, "Discard", outcome.reason)
         if isinstance(outcome, RetryAfter):
             message = outcome.reason or f"retry after {outcome.seconds:g}s"
             return self._failure(job, None, outcome.seconds, "RetryAfter", message)
@@ -194,6 +193,13 @@ class Executor:
         except InvalidJobError as error:
             return self._failure(job, error, self._backoff(worker, job, error))
         return Ack(job.id, job.attempt, JobState.COMPLETED, result=result)
+
+    @staticmethod
+    def _ended(job: Job, state: JobState, kind: str, reason: str) -> Ack:
+        """The worker ended the job itself (`Cancel`, `Discard`); the reason is recorded."""
+        message = reason or f"{state.value} by the worker"
+        entry = error_entry(job.attempt, None, kind=kind, message=message)
+        return Ack(job.id, job.attempt, state, error=entry)
 
     def _failure(
         self,

@@ -1,7 +1,8 @@
 """Heartbeats and rescue (decision D3): a node proves it is alive by updating its row;
 jobs held by a node whose heartbeat went stale go back to the queue.
 
-Every `heartbeat_interval` the lifeline refreshes this node's row and rescues the jobs of
+Every `heartbeat_interval` the lifeline refreshes this node's row, stops local jobs this
+node no longer owns (cancelled while its listener was away, say), and rescues the jobs of
 dead nodes. It also protects the promise that a job never runs on two live nodes: if this
 node finds its own row gone (another node declared it dead) or has not managed a heartbeat
 for nearly `node_timeout`, it stops its running jobs itself — they were, or are about to
@@ -37,6 +38,7 @@ class Lifeline:
         node_timeout: float,
         on_rescued: Callable[[list[Job]], Awaitable[None]],
         on_fence: Callable[[str], None],
+        audit: Callable[[], Awaitable[None]],
     ) -> None:
         self._db = db
         self._q = queries
@@ -46,6 +48,7 @@ class Lifeline:
         self._node_timeout = node_timeout
         self._on_rescued = on_rescued
         self._on_fence = on_fence
+        self._audit = audit
         self._last_beat = time.monotonic()
         self._fenced = False
 
@@ -58,6 +61,7 @@ class Lifeline:
     async def run(self) -> None:
         while True:
             if await self._beat():
+                await self._audit()  # a cancel signal may have been missed
                 await self._rescue()  # only with a fresh heartbeat of our own
             await asyncio.sleep(self._interval)
 

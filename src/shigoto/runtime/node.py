@@ -34,6 +34,7 @@ from shigoto.runtime.executor import Executor
 from shigoto.runtime.lifeline import Lifeline
 from shigoto.runtime.notifier import Notifier
 from shigoto.runtime.producer import Producer
+from shigoto.runtime.retrying import TRANSIENT
 from shigoto.runtime.stager import Stager
 
 if TYPE_CHECKING:
@@ -107,6 +108,7 @@ class Node:
             node_timeout=self.config.node_timeout,
             on_rescued=self._rescued,
             on_fence=self._fence,
+            audit=self.audit,
         )
         self._spawn("lifeline", lifeline.run)
         if self.config.notifier:
@@ -118,7 +120,7 @@ class Node:
                 probe_interval=self.config.probe_interval,
                 on_insert=self._wake,
                 on_control=self._control,
-                on_connect=self._wake_all,
+                on_connect=self._reconnected,
             )
             self._spawn("notifier", self.notifier.run)
 
@@ -229,6 +231,25 @@ class Node:
             )
         elif isinstance(limit, int) and not isinstance(limit, bool):
             self.add_queue(name, limit)
+
+    def _reconnected(self) -> None:
+        self._wake_all()  # NOTIFY has no replay: look for jobs and signals we missed
+        if any(p.running for p in self.producers.values()):
+            self._spawn(f"audit:{time.monotonic()}", self.audit, restart=False)
+
+    async def audit(self) -> None:
+        """Stop the running jobs this node no longer owns (cancelled, rescued, deleted)."""
+        running = [job_id for p in self.producers.values() for job_id in p.running]
+        if not running:
+            return
+        try:
+            lost = await self._db(execution.lost_jobs(self.app.queries, running, node=self.id))
+        except TRANSIENT:
+            return
+        for job_id in lost:
+            for producer in self.producers.values():
+                if producer.cancel_job(job_id, "cancelled"):
+                    logger.info("job %s is no longer this node's (cancelled?); stopped", job_id)
 
     def _fence(self, reason: str) -> None:
         running = sum(len(p.running) for p in self.producers.values())
