@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+from pathlib import Path
 
 from bench import chaos, insert, run
 from bench.common import report, resolve_dsn
@@ -22,6 +24,10 @@ def main() -> None:
     chaos_parser = commands.add_parser("chaos", help="faults and floods; invariants checked")
     chaos_parser.add_argument("--minutes", type=float, help="the long profile, this long")
     chaos_parser.add_argument("--seed", type=int)
+    compare_parser = commands.add_parser("compare", help="shigoto against its peers")
+    compare_parser.add_argument("--peers", default="shigoto,procrastinate,pgqueuer,oban")
+    compare_parser.add_argument("--workloads", default="W1,W2,W3,W4,W5,W6")
+    compare_parser.add_argument("--output", default=".bench/compare.json")
     options = parser.parse_args()
 
     if options.command == "chaos":  # brings its own server: it restarts it
@@ -31,6 +37,14 @@ def main() -> None:
     dsn = resolve_dsn(options.dsn)
     if options.command == "insert":
         report("insert", asyncio.run(insert.run(dsn, options.bulk, options.single)))
+    elif options.command == "compare":
+        from bench import compare
+
+        result = compare.run(dsn, options.peers.split(","), options.workloads.split(","))
+        Path(options.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(options.output).write_text(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2))
+        print(compare.table(result))
     elif options.command == "run":
         report("run", asyncio.run(run.run(dsn, options.jobs, options.latency_jobs)))
 

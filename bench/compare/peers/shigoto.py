@@ -1,0 +1,281 @@
+"""The shigoto driver for `python -m bench compare` (see ../PROTOCOL.md).
+
+Settings: the defaults (LISTEN/NOTIFY wake-ups, claims sized to free slots, batched
+outcome writes, prepared statements on); one queue `default` with the given concurrency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import psycopg
+
+from shigoto import JobSpec, Shigoto
+
+WORKER = "bench.noop"
+
+
+def make_app(dsn: str, concurrency: int = 10) -> Shigoto:
+    app = Shigoto(dsn=dsn, queues={"default": concurrency})
+
+    @app.worker(name=WORKER)
+    async def noop(k: int | None = None) -> None:
+        if k is not None:
+            print(json.dumps({"k": k, "t": time.time()}), flush=True)
+
+    return app
+
+
+def spec(k: int | None = None) -> JobSpec:
+    return JobSpec.build(WORKER, {} if k is None else {"k": k})
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+async def setup(dsn: str) -> dict[str, Any]:
+    app = make_app(dsn)
+    await app.migrate()
+    await app.close()
+    return {}
+
+
+async def bulk_insert(dsn: str, jobs: int) -> dict[str, Any]:
+    app = make_app(dsn)
+    specs = [spec() for _ in range(jobs)]
+    began = time.perf_counter()
+    await app.insert_all(specs)
+    seconds = time.perf_counter() - began
+    await app.close()
+    return {"jobs": jobs, "seconds": round(seconds, 4), "jobs_per_second": round(jobs / seconds)}
+
+
+async def single_insert(dsn: str, jobs: int) -> dict[str, Any]:
+    app = make_app(dsn)
+    await app.insert(spec())  # the pool is open and warm before timing, as for the peers
+    began = time.perf_counter()
+    for _ in range(jobs):
+        await app.insert(spec())
+    seconds = time.perf_counter() - began
+    await app.close()
+    return {"jobs": jobs, "seconds": round(seconds, 4), "jobs_per_second": round(jobs / seconds)}
+
+
+async def worker(dsn: str, concurrency: int) -> None:
+    app = make_app(dsn, concurrency)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    await app.start()
+    assert app.node is not None and app.node.notifier is not None
+    await app.node.notifier.connected.wait()
+    print(json.dumps({"ready": True}), flush=True)
+    await stop.wait()
+    await app.stop()
+    await app.close()
+
+
+# -- worker processes ------------------------------------------------------------------------
+
+
+class Workers:
+    """`count` worker processes of this script; their stdout lines are collected."""
+
+    def __init__(self, dsn: str, count: int, concurrency: int) -> None:
+        command = [
+            sys.executable,
+            __file__,
+            "worker",
+            "--dsn",
+            dsn,
+            "--concurrency",
+            str(concurrency),
+        ]
+        self.processes = [
+            subprocess.Popen(command, stdout=subprocess.PIPE, text=True, bufsize=1)
+            for _ in range(count)
+        ]
+        self.lines: list[dict[str, Any]] = []
+        self._readers: list[asyncio.Task[None]] = []
+
+    async def ready(self) -> None:
+        for process in self.processes:
+            while True:
+                line = await asyncio.to_thread(process.stdout.readline)  # type: ignore[union-attr]
+                if not line:
+                    raise RuntimeError("a worker exited before it was ready")
+                if json.loads(line).get("ready"):
+                    break
+            self._readers.append(asyncio.create_task(self._read(process)))
+
+    async def _read(self, process: subprocess.Popen[str]) -> None:
+        while line := await asyncio.to_thread(process.stdout.readline):  # type: ignore[union-attr]
+            self.lines.append(json.loads(line))
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def _left_to_do(conn: psycopg.AsyncConnection[Any]) -> int:
+    cur = await conn.execute(
+        "SELECT count(*) FROM shigoto.jobs "
+        "WHERE state IN ('available', 'executing', 'scheduled', 'retryable')"
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def drain(dsn: str, jobs: int, nodes: int, concurrency: int) -> dict[str, Any]:
+    workers = Workers(dsn, nodes, concurrency)
+    try:
+        await workers.ready()
+        app = make_app(dsn)
+        specs = [spec() for _ in range(jobs)]
+        began = time.perf_counter()
+        await app.insert_all(specs)
+        inserted = time.perf_counter()
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            while await _left_to_do(conn):
+                await asyncio.sleep(0.02)
+        seconds = time.perf_counter() - inserted
+        await app.close()
+    finally:
+        workers.stop()
+    return {
+        "jobs": jobs,
+        "nodes": nodes,
+        "concurrency": concurrency,
+        "seconds": round(seconds, 3),
+        "jobs_per_second": round(jobs / seconds),
+        "insert_seconds": round(inserted - began, 3),
+    }
+
+
+def _percentiles(delays_ms: list[float]) -> dict[str, float]:
+    cuts = statistics.quantiles(delays_ms, n=100)
+    return {
+        "p50_ms": round(statistics.median(delays_ms), 2),
+        "p95_ms": round(cuts[94], 2),
+        "p99_ms": round(cuts[98], 2),
+        "max_ms": round(max(delays_ms), 2),
+    }
+
+
+async def latency(dsn: str, jobs: int, gap: float) -> dict[str, Any]:
+    workers = Workers(dsn, 1, 10)
+    try:
+        await workers.ready()
+        app = make_app(dsn)
+        await app.insert(spec())  # warm the pool
+        inserted: dict[int, float] = {}
+        for k in range(jobs):
+            inserted[k] = time.time()
+            await app.insert(spec(k))
+            await asyncio.sleep(gap)
+        deadline = time.monotonic() + 30
+        while len(workers.lines) < jobs and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await app.close()
+    finally:
+        workers.stop()
+    delays = [(line["t"] - inserted[line["k"]]) * 1000 for line in workers.lines]
+    return {"jobs": jobs, **_percentiles(delays)}
+
+
+async def steady(
+    dsn: str, rate: int, seconds: float, nodes: int, concurrency: int
+) -> dict[str, Any]:
+    workers = Workers(dsn, nodes, concurrency)
+    try:
+        await workers.ready()
+        app = make_app(dsn)
+        inserted: dict[int, float] = {}
+        per_tick = max(1, round(rate / 100))
+        k = 0
+        began = time.monotonic()
+        while time.monotonic() - began < seconds:
+            tick = time.monotonic()
+            batch = [spec(k + i) for i in range(per_tick)]
+            now = time.time()
+            for i in range(per_tick):
+                inserted[k + i] = now
+            await app.insert_all(batch)
+            k += per_tick
+            await asyncio.sleep(max(0.0, 0.01 - (time.monotonic() - tick)))
+        backlog = k - len(workers.lines)
+        deadline = time.monotonic() + 30
+        while len(workers.lines) < k and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await app.close()
+    finally:
+        workers.stop()
+    delays = [(line["t"] - inserted[line["k"]]) * 1000 for line in workers.lines]
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "inserted": k,
+        "backlog_at_end": backlog,
+        **_percentiles(delays),
+    }
+
+
+async def seed_finished(dsn: str, rows: int) -> dict[str, Any]:
+    began = time.perf_counter()
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO shigoto.jobs (state, worker, attempt, attempted_at, completed_at, "
+            "attempted_by) SELECT 'completed', %s, 1, now(), now(), 'seed' "
+            "FROM generate_series(1, %s)",
+            [WORKER, rows],
+        )
+        await conn.execute("VACUUM ANALYZE shigoto.jobs")
+    return {"rows": rows, "seconds": round(time.perf_counter() - began, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("command")
+    parser.add_argument("--dsn", required=True)
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--nodes", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--gap", type=float, default=0.02)
+    parser.add_argument("--rate", type=int, default=2_000)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    o = parser.parse_args()
+    commands = {
+        "setup": lambda: setup(o.dsn),
+        "bulk_insert": lambda: bulk_insert(o.dsn, o.jobs),
+        "single_insert": lambda: single_insert(o.dsn, o.jobs),
+        "worker": lambda: worker(o.dsn, o.concurrency),
+        "drain": lambda: drain(o.dsn, o.jobs, o.nodes, o.concurrency),
+        "latency": lambda: latency(o.dsn, o.jobs, o.gap),
+        "steady": lambda: steady(o.dsn, o.rate, o.seconds, o.nodes, o.concurrency),
+        "seed_finished": lambda: seed_finished(o.dsn, o.rows),
+    }
+    result = asyncio.run(commands[o.command]())  # type: ignore[no-untyped-call]
+    if o.command != "worker":
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
