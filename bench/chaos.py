@@ -504,6 +504,10 @@ class Harness:
                 sum(1 for e in errs if e.get("error") == "NodeLost")
                 for _, _, errs, *_ in jobs.values()
             ),
+            "fenced_runs": sum(
+                sum(1 for e in errs if e.get("error") == "NodeFenced")
+                for _, _, errs, *_ in jobs.values()
+            ),
             "kills": sum(1 for f in self.faults if f.kind == "kill"),
             "purges": sum(1 for f in self.faults if f.kind == "purge"),
             "terminations": sum(1 for f in self.faults if f.kind == "terminate"),

@@ -621,3 +621,56 @@ async def test_a_cancel_the_node_did_not_hear_still_stops_the_job(dsn: str, sche
     finally:
         await app.stop()
         await app.close()
+
+
+async def test_a_job_claimed_again_stops_the_nodes_older_run(fast_app: Shigoto, db, schema) -> None:
+    """Found by the long chaos run: a job rescued from a node that was only slow may be
+    claimed again by that same node; its older run must stop, not run on beside the new."""
+    runs: list[tuple[int, str]] = []
+    first = asyncio.Event()
+
+    @fast_app.worker(name="twice")
+    async def twice() -> None:
+        attempt = current_job().attempt
+        runs.append((attempt, "start"))
+        if attempt == 1:
+            first.set()
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                runs.append((attempt, "stopped"))
+                raise
+        runs.append((attempt, "end"))
+
+    job = await twice.enqueue()
+    await fast_app.start()
+    await first.wait()
+    # What a rescue by another node does: the job is available again, attempt kept.
+    await db.execute(
+        sql.SQL("UPDATE {} SET state = 'available' WHERE id = %s").format(
+            sql.Identifier(schema, "jobs")
+        ),
+        [job.id],
+    )
+    done = await _final(fast_app, job.id)
+    assert done.state is JobState.COMPLETED and done.attempt == 2
+    assert runs == [(1, "start"), (1, "stopped"), (2, "start"), (2, "end")]
+
+
+async def test_a_node_that_cannot_heartbeat_stops_claiming(fast_app: Shigoto, db, schema) -> None:
+    """Found by the long chaos run: a node whose heartbeat is stale must not claim, or
+    another node rescues the job from under it."""
+
+    @fast_app.worker(name="later")
+    async def later() -> None: ...
+
+    await fast_app.start()
+    nodes = sql.Identifier(schema, "nodes")
+    await db.execute(sql.SQL("ALTER TABLE {} RENAME TO nodes_away").format(nodes))
+    await asyncio.sleep(1.0)  # past the node's fence time (0.6 s with these settings)
+    job = await later.enqueue()
+    await asyncio.sleep(1.0)
+    assert await _state(fast_app, job.id) is JobState.AVAILABLE
+    away = sql.Identifier(schema, "nodes_away")
+    await db.execute(sql.SQL("ALTER TABLE {} RENAME TO nodes").format(away))
+    assert (await _final(fast_app, job.id)).state is JobState.COMPLETED

@@ -116,10 +116,13 @@ def rescue(q: Queries, *, node: str, node_timeout: float) -> Operation[list[Job]
     return [job_from_row(row) for row in result.rows]
 
 
-def lost_jobs(q: Queries, ids: Sequence[int], *, node: str) -> Operation[list[int]]:
-    """Which of `ids` (running here) this node no longer owns."""
-    result = yield Statement(q.sql("lost_jobs"), {"ids": list(ids), "node": node})
-    return [row["id"] for row in result.rows]
+def lost_jobs(
+    q: Queries, runs: Sequence[tuple[int, int]], *, node: str
+) -> Operation[list[tuple[int, int]]]:
+    """Which of `runs` (job id, attempt) running here this node no longer owns."""
+    params = {"ids": [i for i, _ in runs], "attempts": [a for _, a in runs], "node": node}
+    result = yield Statement(q.sql("lost_jobs"), params)
+    return [(row["id"], row["attempt"]) for row in result.rows]
 
 
 def listen(q: Queries) -> Operation[None]:

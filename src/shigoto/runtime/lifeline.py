@@ -53,6 +53,12 @@ class Lifeline:
         self._fenced = False
 
     @property
+    def healthy(self) -> bool:
+        """Whether this node may claim: a recent heartbeat, so no one is about to declare it
+        dead (a claim made then would be rescued out from under it)."""
+        return not self._fenced and time.monotonic() - self._last_beat < self.fence_after
+
+    @property
     def fence_after(self) -> float:
         """Stop local jobs this long without a heartbeat: one interval before others may
         declare this node dead."""

@@ -63,6 +63,7 @@ class Node:
         self.producers: dict[str, Producer] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._acker: Acker | None = None
+        self._lifeline: Lifeline | None = None
         self.notifier: Notifier | None = None
         self.started = False
         self._stopping = False
@@ -99,7 +100,7 @@ class Node:
             db=self._db, queries=q, interval=self.config.stage_interval, on_staged=self._wake
         )
         self._spawn("stager", stager.run)
-        lifeline = Lifeline(
+        self._lifeline = Lifeline(
             db=self._db,
             queries=q,
             node_id=self.id,
@@ -110,7 +111,7 @@ class Node:
             on_fence=self._fence,
             audit=self.audit,
         )
-        self._spawn("lifeline", lifeline.run)
+        self._spawn("lifeline", self._lifeline.run)
         if self.config.notifier:
             self.notifier = Notifier(
                 connect=self._listen_connection,
@@ -196,6 +197,7 @@ class Node:
             executor=self.executor,
             acker=self._acker,
             poll_interval=self.config.poll_interval,
+            may_claim=lambda: self._lifeline is None or self._lifeline.healthy,
         )
         self.producers[name] = producer
         self._spawn(f"producer:{name}", producer.run)
@@ -239,16 +241,16 @@ class Node:
 
     async def audit(self) -> None:
         """Stop the running jobs this node no longer owns (cancelled, rescued, deleted)."""
-        running = [job_id for p in self.producers.values() for job_id in p.running]
+        running = [key for p in self.producers.values() for key in p.running]
         if not running:
             return
         try:
             lost = await self._db(execution.lost_jobs(self.app.queries, running, node=self.id))
         except TRANSIENT:
             return
-        for job_id in lost:
+        for job_id, attempt in lost:
             for producer in self.producers.values():
-                if producer.cancel_job(job_id, "cancelled"):
+                if producer.cancel_job(job_id, "cancelled", attempt):
                     logger.info("job %s is no longer this node's (cancelled?); stopped", job_id)
 
     def _fence(self, reason: str) -> None:

@@ -39,6 +39,7 @@ class Producer:
         executor: Executor,
         acker: Acker,
         poll_interval: float,
+        may_claim: Callable[[], bool] = lambda: True,
     ) -> None:
         self.queue = queue
         self.limit = limit
@@ -48,7 +49,10 @@ class Producer:
         self._executor = executor
         self._acker = acker
         self._poll_interval = poll_interval
-        self.running: dict[int, tuple[asyncio.Task[None], JobRun]] = {}
+        self._may_claim = may_claim
+        # Keyed by (job id, attempt): after a rescue this node may claim a job again while
+        # its old run (no longer its own) is still being stopped.
+        self.running: dict[tuple[int, int], tuple[asyncio.Task[None], JobRun]] = {}
         self._wake = asyncio.Event()
         self._more = True  # there may be claimable jobs: claim at the first free slot
         self._claiming = True
@@ -69,7 +73,7 @@ class Producer:
     async def run(self) -> None:
         backoff = Backoff()
         while True:
-            if self._claiming and self._more and self.free > 0:
+            if self._claiming and self._more and self.free > 0 and self._may_claim():
                 wanted = self.free
                 try:
                     jobs = await self._db(
@@ -94,13 +98,16 @@ class Producer:
             self._wake.clear()
 
     def _start(self, job: Job) -> None:
+        # A run of an earlier attempt still here lost its job to a rescue: stop it.
+        self.cancel_job(job.id, "cancelled")
         run = JobRun(job, report=self._acker.report_progress)
         task = asyncio.create_task(self._execute(run), name=f"shigoto-job-{job.id}")
-        self.running[job.id] = (task, run)
-        task.add_done_callback(lambda _: self._finished(job.id))
+        key = (job.id, job.attempt)
+        self.running[key] = (task, run)
+        task.add_done_callback(lambda _: self._finished(key))
 
-    def _finished(self, job_id: int) -> None:
-        self.running.pop(job_id, None)
+    def _finished(self, key: tuple[int, int]) -> None:
+        self.running.pop(key, None)
         if self._more:
             self._wake.set()
 
@@ -120,22 +127,22 @@ class Producer:
             discarded = dataclasses.replace(run.job, state=JobState.DISCARDED, errors=errors)
             await self._executor.on_discard(discarded)
 
-    def cancel_job(self, job_id: int, reason: str) -> bool:
-        """Interrupt a running job; False if it does not run here."""
-        entry = self.running.get(job_id)
-        if entry is None:
-            return False
-        task, run = entry
-        run.stop_reason = reason
-        task.cancel()
-        return True
+    def cancel_job(self, job_id: int, reason: str, attempt: int | None = None) -> bool:
+        """Interrupt the runs of a job (of one attempt, if given); False if none runs here."""
+        found = False
+        for (running_id, running_attempt), (task, run) in list(self.running.items()):
+            if running_id == job_id and attempt in (None, running_attempt):
+                run.stop_reason = run.stop_reason or reason
+                task.cancel()
+                found = True
+        return found
 
     def interrupt_all(self, reason: str) -> list[asyncio.Task[None]]:
         """Interrupt every running job (their outcomes say why); returns their tasks."""
         tasks = []
-        for job_id in list(self.running):
-            self.cancel_job(job_id, reason)
-            tasks.append(self.running[job_id][0])
+        for (job_id, attempt), (task, _) in list(self.running.items()):
+            self.cancel_job(job_id, reason, attempt)
+            tasks.append(task)
         return tasks
 
     async def stop(self, timeout: float, hurry: asyncio.Event | None = None) -> None:
