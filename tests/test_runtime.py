@@ -579,7 +579,7 @@ async def test_a_node_never_rescues_its_own_jobs(app: Shigoto, db, schema) -> No
 
     job = await held.enqueue()
     await app._run(execution.register_node(app.queries, "me", {"default": 1}, {}))
-    await app._run(execution.claim(app.queries, queue="default", limit=1, node="me"))
+    await app._run(execution.claim(app.queries, queue="default", limit=1, node="me", fresh_for=60))
     nodes = sql.Identifier(schema, "nodes")
     await db.execute(
         sql.SQL("UPDATE {} SET heartbeat_at = now() - interval '1 hour'").format(nodes)
@@ -674,3 +674,25 @@ async def test_a_node_that_cannot_heartbeat_stops_claiming(fast_app: Shigoto, db
     away = sql.Identifier(schema, "nodes_away")
     await db.execute(sql.SQL("ALTER TABLE {} RENAME TO nodes").format(away))
     assert (await _final(fast_app, job.id)).state is JobState.COMPLETED
+
+
+async def test_a_node_with_a_stale_heartbeat_claims_nothing(app: Shigoto, db, schema) -> None:
+    """Found by the long chaos run: a claim that waited for a connection during an outage
+    must not go through once the node's heartbeat is stale in the database."""
+    from shigoto.db import execution
+
+    @app.worker(name="waiting")
+    async def waiting() -> None: ...
+
+    job = await waiting.enqueue()
+    await app._run(execution.register_node(app.queries, "late", {"default": 1}, {}))
+    nodes = sql.Identifier(schema, "nodes")
+    await db.execute(
+        sql.SQL("UPDATE {} SET heartbeat_at = now() - interval '1 minute'").format(nodes)
+    )
+    claim = execution.claim(app.queries, queue="default", limit=1, node="late", fresh_for=30)
+    assert await app._run(claim) == []
+    assert await _state(app, job.id) is JobState.AVAILABLE
+    await app._run(execution.heartbeat(app.queries, "late", {"default": 1}))
+    claim = execution.claim(app.queries, queue="default", limit=1, node="late", fresh_for=30)
+    assert [j.id for j in await app._run(claim)] == [job.id]

@@ -140,6 +140,12 @@ class Config:
         return self.rescue_after or 3 * self.heartbeat_interval
 
     @property
+    def claim_window(self) -> float:
+        """A node claims only if its last heartbeat is younger than this: one heartbeat
+        before others would declare it dead."""
+        return max(self.node_timeout - self.heartbeat_interval, self.heartbeat_interval)
+
+    @property
     def thread_count(self) -> int:
         return self.sync_threads or max(4, sum(self.queues.values()))
 

@@ -77,7 +77,11 @@ async def drain_queue(app: Shigoto, queue: str, *, with_scheduled: bool = False)
     try:
         while True:
             await app._run(execution.stage(q, queue=queue, everything=with_scheduled))
-            claimed = await app._run(execution.claim(q, queue=queue, limit=1, node=node_id))
+            claimed = await app._run(
+                execution.claim(
+                    q, queue=queue, limit=1, node=node_id, fresh_for=app.config.claim_window
+                )
+            )
             if not claimed:
                 break
             job = claimed[0]

@@ -132,14 +132,22 @@ class Nodes:
         readies = [asyncio.Event() for _ in range(count)]
         for ready in readies:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, os.path.abspath(__file__), "worker",
-                "--dsn", dsn, "--concurrency", str(concurrency), stdout=asyncio.subprocess.PIPE)
+                sys.executable,
+                os.path.abspath(__file__),
+                "worker",
+                "--dsn",
+                dsn,
+                "--concurrency",
+                str(concurrency),
+                stdout=asyncio.subprocess.PIPE,
+            )
             self.procs.append(proc)
             self.readers.append(asyncio.create_task(self._read(proc, ready)))
         for ready, reader in zip(readies, self.readers, strict=True):
             waiter = asyncio.ensure_future(ready.wait())
-            await asyncio.wait({waiter, reader}, timeout=READY_TIMEOUT,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {waiter, reader}, timeout=READY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+            )
             waiter.cancel()
             if not ready.is_set():
                 raise RuntimeError("a worker node exited or timed out before it was ready")
@@ -207,8 +215,9 @@ async def wait_until_triggered(pool: AsyncConnectionPool) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError("the queue never reacted to an insert notification")
             async with pool.connection() as conn:
-                await conn.execute("SELECT pg_notify(%s, %s)",
-                                   (INSERT_CHANNEL, json.dumps({"queue": QUEUE})))
+                await conn.execute(
+                    "SELECT pg_notify(%s, %s)", (INSERT_CHANNEL, json.dumps({"queue": QUEUE}))
+                )
             with suppress(TimeoutError):
                 await asyncio.wait_for(woke.wait(), 0.05)
     finally:
@@ -272,9 +281,14 @@ async def cmd_drain(args: argparse.Namespace) -> dict[str, Any]:
             nodes.check_alive()
             await asyncio.sleep(0.02)
         seconds = time.perf_counter() - inserted
-    return {"jobs": args.jobs, "nodes": args.nodes, "concurrency": args.concurrency,
-            "seconds": round(seconds, 4), "jobs_per_second": round(args.jobs / seconds, 1),
-            "insert_seconds": round(inserted - began, 4)}
+    return {
+        "jobs": args.jobs,
+        "nodes": args.nodes,
+        "concurrency": args.concurrency,
+        "seconds": round(seconds, 4),
+        "jobs_per_second": round(args.jobs / seconds, 1),
+        "insert_seconds": round(inserted - began, 4),
+    }
 
 
 async def cmd_latency(args: argparse.Namespace) -> dict[str, Any]:
@@ -313,17 +327,23 @@ async def cmd_steady(args: argparse.Namespace) -> dict[str, Any]:
         producer_seconds, producer_end = time.monotonic() - began, time.time()
         await nodes.wait_started(inserted, DRAIN_WAIT)
     backlog = sum(1 for k in inserted if nodes.starts.get(k, math.inf) > producer_end)
-    return {"rate": args.rate, "seconds": args.seconds, **latency_summary(inserted, nodes.starts),
-            "backlog_at_end": backlog, "jobs": len(inserted),
-            "producer_seconds": round(producer_seconds, 3)}
+    return {
+        "rate": args.rate,
+        "seconds": args.seconds,
+        **latency_summary(inserted, nodes.starts),
+        "backlog_at_end": backlog,
+        "jobs": len(inserted),
+        "producer_seconds": round(producer_seconds, 3),
+    }
 
 
 async def cmd_seed_finished(args: argparse.Namespace) -> dict[str, Any]:
     async with open_pool(args.dsn) as pool:
         began = time.perf_counter()
         async with pool.connection() as conn:  # commits on exit
-            await conn.execute(SEED_FINISHED_SQL, {
-                "queue": QUEUE, "worker": noop_job().worker, "rows": args.rows})
+            await conn.execute(
+                SEED_FINISHED_SQL, {"queue": QUEUE, "worker": noop_job().worker, "rows": args.rows}
+            )
         return {"rows": args.rows, "seconds": round(time.perf_counter() - began, 4)}
 
 

@@ -1,27 +1,26 @@
 """The pgqueuer driver for `python -m bench compare` (see ../PROTOCOL.md).
 
-Client: pgqueuer's own `PsycopgDriver` over one async psycopg connection with autocommit
-(docs "Drivers": psycopg is supported; connections must be autocommit). pgqueuer's docs
-("Benchmarks") say its asyncpg driver is about 1.7x faster; psycopg is used here so that
-every peer runs on the same client library.
+Settings, from pgqueuer's docs (https://janbjorge.github.io/pgqueuer/, sources in docs/ of
+github.com/janbjorge/pgqueuer; page titles in quotes):
+- Client: pgqueuer's own `PsycopgDriver` on one autocommit async psycopg connection per
+  process ("Drivers": supported, autocommit required). "Benchmarks" says the asyncpg driver
+  is ~1.7x faster; psycopg is used so that every peer runs on the same client library.
+  Caveat: that driver waits for NOTIFYs with `notifies(timeout=1.0)`, which holds the
+  connection's lock, so a worker's own queries can wait up to 1 s when no NOTIFY arrives.
+- setup: `pgq install` (Queries.install), then `pgq autovac` (Queries.optimize_autovacuum),
+  the first item of the checklist in "Performance Tuning" ("Database Setup" too).
+  Durability stays `durable`, the default: `balanced`/`volatile` use UNLOGGED tables.
+- `max_concurrent_tasks=concurrency` on `PgQueuer.run`: per worker, a hard cap on its
+  picked jobs, enforced in the dequeue SQL ("Performance Tuning", "Concurrency Control").
+  An entrypoint's `concurrency_limit` is fleet-wide, so it cannot mean "10 per worker".
+- `batch_size=concurrency // 2` (5): "Performance Tuning" advises a larger batch for short
+  jobs, but pgqueuer requires `max_concurrent_tasks >= 2 * batch_size`.
+- `dequeue_timeout`, `heartbeat_timeout`, `log_aggregation_interval`: the defaults (30 s);
+  LISTEN/NOTIFY wakes workers, the timeout is only the fallback poll.
+- A dedicated connection per worker, no pool ("Use a dedicated connection for LISTEN").
+- Producers pass lists to one `Queries.enqueue` call: one statement for the whole batch.
 
-Throughput settings, from pgqueuer's docs ("Performance Tuning", "Concurrency Control",
-"Database Setup", https://pgqueuer.readthedocs.io / docs/ in github.com/janbjorge/pgqueuer):
-- setup = `pgq install` (Queries.install) then `pgq autovac` (Queries.optimize_autovacuum),
-  the first item of the tuning checklist. Durability stays `durable` (the default): the
-  faster `balanced`/`volatile` levels make tables UNLOGGED and lose jobs on a crash.
-- `max_concurrent_tasks=--concurrency` on `PgQueuer.run`: the per-process cap on picked
-  jobs, enforced in the dequeue SQL. (An entrypoint's `concurrency_limit` is fleet-wide,
-  so it cannot express "10 per worker".)
-- `batch_size = concurrency // 2` (5): the docs advise a larger batch for short jobs, but
-  pgqueuer requires `max_concurrent_tasks >= 2 * batch_size`, so this is the largest allowed.
-- `dequeue_timeout`, `heartbeat_timeout`, `log_aggregation_interval`: defaults (30 s each).
-  Wake-ups come from LISTEN/NOTIFY; the timeout is only the fallback poll.
-- One dedicated connection per worker, no pool ("Use a dedicated connection for LISTEN").
-- Producers enqueue a list in one `Queries.enqueue` call ("Batch operations: enqueue
-  thousands of jobs per round trip").
-
-Job arguments go in the payload (bytes) as small JSON: b'{}' or b'{"k": 3}'.
+A job's arguments are its payload (bytes), as small JSON: b'{}' or b'{"k": 3}'.
 """
 
 from __future__ import annotations
@@ -35,8 +34,9 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 # This file is itself named pgqueuer.py: drop its folder from the path, or
 # `import pgqueuer` would import this script instead of the library.
@@ -120,11 +120,12 @@ async def worker(dsn: str, concurrency: int, watch_parent: bool) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, pgq.shutdown.set)
         if watch_parent:
-            # The parent holds our stdin open; EOF means it died, so we must not outlive it.
-            threading.Thread(
-                target=lambda: (sys.stdin.read(), loop.call_soon_threadsafe(pgq.shutdown.set)),
-                daemon=True,
-            ).start()
+
+            def stop_when_parent_dies() -> None:
+                sys.stdin.read()  # the parent holds our stdin open: EOF means it is gone
+                loop.call_soon_threadsafe(pgq.shutdown.set)
+
+            threading.Thread(target=stop_when_parent_dies, daemon=True).start()
         run = asyncio.create_task(
             pgq.run(batch_size=max(1, concurrency // 2), max_concurrent_tasks=concurrency)
         )
@@ -143,8 +144,7 @@ class Workers:
     """`count` worker processes of this script; their start lines are collected."""
 
     def __init__(self, dsn: str, count: int, concurrency: int) -> None:
-        self.args = [__file__, "worker", "--dsn", dsn, "--concurrency", str(concurrency)]
-        self.args.append("--watch-parent")
+        self.args = ["worker", "--dsn", dsn, "--concurrency", str(concurrency), "--watch-parent"]
         self.count = count
         self.processes: list[asyncio.subprocess.Process] = []
         self.lines: list[dict[str, Any]] = []
@@ -154,7 +154,10 @@ class Workers:
         for _ in range(self.count):
             self.processes.append(
                 await asyncio.create_subprocess_exec(
-                    sys.executable, *self.args, stdin=asyncio.subprocess.PIPE,
+                    sys.executable,
+                    __file__,
+                    *self.args,
+                    stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
                 )
             )
@@ -175,13 +178,16 @@ class Workers:
             self.lines.append(json.loads(line))
 
     async def stop(self) -> None:
+        """SIGTERM to all, then kill whichever is still running STOP_GRACE seconds later."""
         for process in self.processes:
             if process.returncode is None:
                 process.send_signal(signal.SIGTERM)
+        if self.processes:
+            await asyncio.wait(
+                [asyncio.create_task(p.wait()) for p in self.processes], timeout=STOP_GRACE
+            )
         for process in self.processes:
-            try:
-                await asyncio.wait_for(process.wait(), STOP_GRACE)
-            except asyncio.TimeoutError:
+            if process.returncode is None:
                 process.kill()
                 await process.wait()
         await asyncio.gather(*self.readers, return_exceptions=True)
@@ -261,7 +267,8 @@ async def latency(dsn: str, jobs: int, gap: float, concurrency: int) -> dict[str
                 await queries.enqueue(ENTRYPOINT, payload(k))
                 await asyncio.sleep(gap)
         await wait_for_starts(workers, jobs, 30)
-        return {"jobs": jobs, "started": len(workers.lines), **percentiles(delays(workers, inserted))}
+        started = len(workers.lines)
+        return {"jobs": jobs, "started": started, **percentiles(delays(workers, inserted))}
 
     return await with_workers(dsn, 1, concurrency, body)
 
@@ -270,23 +277,24 @@ async def steady(
     dsn: str, rate_per_second: int, seconds: float, nodes: int, concurrency: int
 ) -> dict[str, Any]:
     inserted: dict[int, float] = {}
-    per_tick = max(1, round(rate_per_second / 100))  # one batch every 10 ms
 
     async def body(workers: Workers) -> dict[str, Any]:
         async with await connect(dsn) as conn:
             queries = Queries(PsycopgDriver(conn))
             k = 0
             began = time.monotonic()
-            while time.monotonic() - began < seconds:
-                tick = time.monotonic()
-                keys = range(k, k + per_tick)
-                now = time.time()
-                inserted.update((key, now) for key in keys)
-                await queries.enqueue(
-                    [ENTRYPOINT] * per_tick, [payload(key) for key in keys], [0] * per_tick
-                )
-                k += per_tick
-                await asyncio.sleep(max(0.0, 0.01 - (time.monotonic() - tick)))
+            while (elapsed := time.monotonic() - began) < seconds:
+                # Every 10 ms, insert what the schedule says is due: slow ticks don't lower
+                # the rate, they make the next batch larger.
+                keys = range(k, int(rate_per_second * elapsed))
+                if keys:
+                    now = time.time()
+                    inserted.update((key, now) for key in keys)
+                    await queries.enqueue(
+                        [ENTRYPOINT] * len(keys), [payload(key) for key in keys], [0] * len(keys)
+                    )
+                    k = keys.stop
+                await asyncio.sleep(0.01 - (time.monotonic() - began) % 0.01)
         backlog = k - len(workers.lines)
         await wait_for_starts(workers, k, 30)
         return {
@@ -303,13 +311,13 @@ async def steady(
 
 SEED_SQL = """
 WITH logged AS (
-    -- pgqueuer logs each job twice: 'queued' at enqueue, 'successful' when it is done.
+    -- A finished job leaves pgqueuer_log rows 'queued', 'picked' and 'successful'.
     INSERT INTO pgqueuer_log (created, job_id, status, priority, entrypoint, aggregated)
     SELECT now() - (%(rows)s - i) * interval '1 ms' + step.after, %(base)s + i,
            step.status::pgqueuer_status, 0, %(entrypoint)s, true
     FROM generate_series(1, %(rows)s) AS i
-    CROSS JOIN (VALUES ('queued', interval '-5 ms'), ('successful', interval '0')) AS
-        step(status, after)
+    CROSS JOIN (VALUES ('queued', interval '-5 ms'), ('picked', interval '-1 ms'),
+                       ('successful', interval '0')) AS step(status, after)
     RETURNING created, status, priority, entrypoint
 )
 -- What pgqueuer's periodic aggregation would have folded those rows into.
@@ -323,29 +331,20 @@ DO UPDATE SET count = pgqueuer_statistics.count + EXCLUDED.count
 
 
 async def seed_finished(dsn: str, rows: int) -> dict[str, Any]:
-    """Finished jobs are deleted from `pgqueuer`; what grows is pgqueuer_log (two rows a
-    job, already aggregated) and pgqueuer_statistics (one row per second and status).
-    The jobs are spread at 1,000 a second, ending now; the id sequence moves past them."""
+    """pgqueuer deletes a finished job from `pgqueuer`; what grows is pgqueuer_log (three
+    rows a job, marked aggregated) and pgqueuer_statistics (a row per second and status).
+    The jobs are spread at 1,000 a second up to now; the id sequence moves past them."""
     began = time.perf_counter()
     async with await connect(dsn) as conn:
-        # Seeded job ids follow every id already used, and new jobs' ids follow them.
-        cur = await conn.execute(
+        cur = await conn.execute(  # seeded ids follow every id already used
             "SELECT greatest((SELECT coalesce(max(job_id), 0) FROM pgqueuer_log), "
             "(SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM pgqueuer_id_seq))"
         )
-        row = await cur.fetchone()
-        base = int(row[0]) if row else 0
+        base = int((await cur.fetchone() or [0])[0])
         await conn.execute(SEED_SQL, {"rows": rows, "base": base, "entrypoint": ENTRYPOINT})
         await conn.execute("SELECT setval('pgqueuer_id_seq', %s)", [base + rows])
         await conn.execute("VACUUM ANALYZE pgqueuer_log, pgqueuer_statistics, pgqueuer")
-        cur = await conn.execute("SELECT count(*) FROM pgqueuer_statistics")
-        stats = await cur.fetchone()
-    return {
-        "rows": rows,
-        "seconds": round(time.perf_counter() - began, 2),
-        "log_rows": 2 * rows,
-        "statistics_rows": int(stats[0]) if stats else 0,
-    }
+    return {"rows": rows, "seconds": round(time.perf_counter() - began, 2), "log_rows": 3 * rows}
 
 
 def main() -> None:
@@ -354,7 +353,7 @@ def main() -> None:
     parser.add_argument("command")
     parser.add_argument("--dsn", required=True)
     parser.add_argument("--jobs", type=int, default=20_000)
-    parser.add_argument("--nodes", type=int, default=1)
+    parser.add_argument("--nodes", type=int, help="default: 1 for drain, 2 for steady")
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--gap", type=float, default=0.02)
     parser.add_argument("--rate", type=int, default=2_000)
@@ -362,14 +361,14 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--watch-parent", action="store_true", help=argparse.SUPPRESS)
     o = parser.parse_args()
-    commands: dict[str, Callable[[], Awaitable[Any]]] = {
+    commands: dict[str, Callable[[], Coroutine[Any, Any, Any]]] = {
         "setup": lambda: setup(o.dsn),
         "bulk_insert": lambda: bulk_insert(o.dsn, o.jobs),
         "single_insert": lambda: single_insert(o.dsn, o.jobs),
         "worker": lambda: worker(o.dsn, o.concurrency, o.watch_parent),
-        "drain": lambda: drain(o.dsn, o.jobs, o.nodes, o.concurrency),
+        "drain": lambda: drain(o.dsn, o.jobs, o.nodes or 1, o.concurrency),
         "latency": lambda: latency(o.dsn, o.jobs, o.gap, o.concurrency),
-        "steady": lambda: steady(o.dsn, o.rate, o.seconds, o.nodes, o.concurrency),
+        "steady": lambda: steady(o.dsn, o.rate, o.seconds, o.nodes or 2, o.concurrency),
         "seed_finished": lambda: seed_finished(o.dsn, o.rows),
     }
     if o.command not in commands:

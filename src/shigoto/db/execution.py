@@ -53,9 +53,13 @@ class Ack:
         }
 
 
-def claim(q: Queries, *, queue: str, limit: int, node: str) -> Operation[list[Job]]:
-    """Claim up to `limit` jobs, in the order they should start."""
-    result = yield Statement(q.sql("claim_jobs"), {"queue": queue, "limit": limit, "node": node})
+def claim(
+    q: Queries, *, queue: str, limit: int, node: str, fresh_for: float
+) -> Operation[list[Job]]:
+    """Claim up to `limit` jobs, in the order they should start; none unless this node's
+    heartbeat is younger than `fresh_for` seconds."""
+    params = {"queue": queue, "limit": limit, "node": node, "fresh_for": fresh_for}
+    result = yield Statement(q.sql("claim_jobs"), params)
     jobs = [job_from_row(row) for row in result.rows]
     # UPDATE ... RETURNING does not keep the sub-select's order: restore it.
     jobs.sort(key=lambda job: (-job.priority, job.scheduled_at, job.id))

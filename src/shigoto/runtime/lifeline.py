@@ -62,7 +62,7 @@ class Lifeline:
     def fence_after(self) -> float:
         """Stop local jobs this long without a heartbeat: one interval before others may
         declare this node dead."""
-        return max(self._node_timeout - self._interval, self._interval)
+        return max(self._node_timeout - self._interval, self._interval)  # Config.claim_window
 
     async def run(self) -> None:
         while True:

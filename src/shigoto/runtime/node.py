@@ -198,6 +198,7 @@ class Node:
             acker=self._acker,
             poll_interval=self.config.poll_interval,
             may_claim=lambda: self._lifeline is None or self._lifeline.healthy,
+            fresh_for=self.config.claim_window,
         )
         self.producers[name] = producer
         self._spawn(f"producer:{name}", producer.run)

@@ -39,6 +39,7 @@ class Producer:
         executor: Executor,
         acker: Acker,
         poll_interval: float,
+        fresh_for: float,
         may_claim: Callable[[], bool] = lambda: True,
     ) -> None:
         self.queue = queue
@@ -50,6 +51,7 @@ class Producer:
         self._acker = acker
         self._poll_interval = poll_interval
         self._may_claim = may_claim
+        self._fresh_for = fresh_for
         # Keyed by (job id, attempt): after a rescue this node may claim a job again while
         # its old run (no longer its own) is still being stopped.
         self.running: dict[tuple[int, int], tuple[asyncio.Task[None], JobRun]] = {}
@@ -77,7 +79,13 @@ class Producer:
                 wanted = self.free
                 try:
                     jobs = await self._db(
-                        execution.claim(self._q, queue=self.queue, limit=wanted, node=self._node)
+                        execution.claim(
+                            self._q,
+                            queue=self.queue,
+                            limit=wanted,
+                            node=self._node,
+                            fresh_for=self._fresh_for,
+                        )
                     )
                     backoff.reset()
                 except TRANSIENT as error:
