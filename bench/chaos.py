@@ -70,7 +70,7 @@ class Profile:
     @classmethod
     def long(cls, minutes: float) -> Profile:
         seconds = minutes * 60
-        per_producer = int(30_000 * minutes / 10)
+        per_producer = int(33_000 * minutes / 10)
         return cls(
             "long",
             seconds,

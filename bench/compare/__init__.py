@@ -40,8 +40,13 @@ class Peer:
 PEERS = {
     "shigoto": Peer("shigoto", (), sys.executable),
     "procrastinate": Peer("procrastinate", ("procrastinate", "psycopg[binary]"), sys.executable),
-    "pgqueuer": Peer("pgqueuer", ("pgqueuer", "psycopg[binary]"), sys.executable),
-    "oban": Peer("oban", ("oban", "psycopg[binary]", "psycopg-pool"), "python3.12", (3, 12)),
+    "pgqueuer": Peer("pgqueuer", ("pgqueuer[asyncpg]", "psycopg[binary]"), sys.executable),
+    "oban": Peer(
+        "oban",
+        ("oban", "psycopg[binary]", "psycopg-pool", "uvloop", "orjson"),
+        "python3.12",
+        (3, 12),
+    ),
 }
 
 WORKLOADS = {

@@ -18,9 +18,18 @@ Throughput settings, and where they come from (oban-py 0.7.0, github.com/oban-bg
   open-source package it sends one INSERT per job, all on one connection in one transaction;
   real bulk inserts and bulk acking are Oban Pro features (README "Oban Pro" > "Optimizations").
 - Metrics off and the telemetry logger not attached (the defaults; docs/production.md).
-- Not used: the `oban start` CLI also runs on uvloop and makes psycopg use orjson for JSON
-  (oban/cli.py). This driver may import only oban, psycopg and the standard library, so it
-  runs on plain asyncio with psycopg's default JSON.
+- Run as `oban start` runs (the CLI is "the recommended approach", docs/production.md "Ready
+  for Production"); what it does for speed (oban/cli.py, `start` and its imports), every
+  process of this driver (workers and producers) does too:
+  - the event loop is uvloop: the CLI runs through `uvloop.run` (falling back to `asyncio.run`
+    only when uvloop is missing; oban 0.7.0 requires uvloop);
+  - psycopg encodes and decodes JSON with orjson (`set_json_dumps(orjson.dumps)`,
+    `set_json_loads(orjson.loads)`, process-wide), so job args, meta and errors (jsonb) go
+    through orjson; oban's notifier and scheduler use orjson anyway.
+  Nothing else in `start` is about speed: its pool comes from the same `Config.create_pool`
+  as `Oban.create_pool` (same defaults), its Oban from the same constructor. Its one other
+  difference, `telemetry_logger.attach()` (a JSON log line per job at INFO), is a cost, not
+  a speed-up, and stays off (this driver logs at WARNING).
 """
 
 from __future__ import annotations
@@ -42,9 +51,16 @@ from typing import Any, cast
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or ".") != _HERE]
 
+import orjson  # noqa: E402
 from oban import Job, Oban, Worker, telemetry, worker  # noqa: E402
 from oban.schema import install  # noqa: E402
+from psycopg.types.json import set_json_dumps, set_json_loads  # noqa: E402
 from psycopg_pool import AsyncConnectionPool  # noqa: E402
+
+try:  # the event loop `oban start` runs on (oban/cli.py)
+    from uvloop import run as run_loop
+except ImportError:
+    from asyncio import run as run_loop
 
 QUEUE = "default"
 INSERT_CHANNEL = "public.oban_insert"  # what insert_job.sql notifies, with the default prefix
@@ -383,8 +399,11 @@ async def run(args: argparse.Namespace) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    # As `oban start` does before it starts its loop (oban/cli.py): psycopg's JSON by orjson.
+    set_json_dumps(orjson.dumps)
+    set_json_loads(orjson.loads)
     try:
-        asyncio.run(run(parse_args()))
+        run_loop(run(parse_args()))
     except (asyncio.CancelledError, KeyboardInterrupt):
         sys.exit(128 + signal.SIGTERM)  # stopped from outside; workers were already reaped
 

@@ -2,11 +2,22 @@
 
 Settings, from pgqueuer's docs (https://janbjorge.github.io/pgqueuer/, sources in docs/ of
 github.com/janbjorge/pgqueuer; page titles in quotes):
-- Client: pgqueuer's own `PsycopgDriver` on one autocommit async psycopg connection per
-  process ("Drivers": supported, autocommit required). "Benchmarks" says the asyncpg driver
-  is ~1.7x faster; psycopg is used so that every peer runs on the same client library.
-  Caveat: that driver waits for NOTIFYs with `notifies(timeout=1.0)`, which holds the
-  connection's lock, so a worker's own queries can wait up to 1 s when no NOTIFY arrives.
+- Client: pgqueuer's `AsyncpgDriver` (pgqueuer.db, pgqueuer 1.6) on one asyncpg connection
+  per process (installed as `pgqueuer[asyncpg]`). "Benchmarks": the asyncpg driver does
+  ~1.7x the throughput of the psycopg one. (pgqueuer's `PsycopgDriver` also waits for
+  NOTIFYs with `notifies(timeout=1.0)` holding the connection's lock, so a worker's own
+  queries can stall up to 1 s.) asyncpg is in autocommit unless a transaction is opened
+  ("Drivers" > "Requirements"). The driver's own SQL (counts, seeding) uses the same
+  connection; psycopg is used only to read the harness's key=value DSN, which asyncpg
+  cannot parse (it takes URLs only).
+- Worker: one direct connection, not a pool ("Performance Tuning" > "Use a dedicated
+  connection for LISTEN": a direct asyncpg connection for the QueueManager). Producers:
+  the checklist there suggests `AsyncpgPoolDriver` for producers, which serves many
+  concurrent producers; the driver's producer is one coroutine issuing one call at a
+  time, and an asyncpg pool runs a reset query at every release, so it uses one direct
+  connection too.
+- Event loop: uvloop, as `pgq run` does (pgqueuer/adapters/cli/cli.py `asyncio_run`:
+  `uvloop.run` wherever uvloop imports; pgqueuer requires uvloop except on Windows).
 - setup: `pgq install` (Queries.install), then `pgq autovac` (Queries.optimize_autovacuum),
   the first item of the checklist in "Performance Tuning" ("Database Setup" too).
   Durability stays `durable`, the default: `balanced`/`volatile` use UNLOGGED tables.
@@ -17,7 +28,6 @@ github.com/janbjorge/pgqueuer; page titles in quotes):
   jobs, but pgqueuer requires `max_concurrent_tasks >= 2 * batch_size`.
 - `dequeue_timeout`, `heartbeat_timeout`, `log_aggregation_interval`: the defaults (30 s);
   LISTEN/NOTIFY wakes workers, the timeout is only the fallback poll.
-- A dedicated connection per worker, no pool ("Use a dedicated connection for LISTEN").
 - Producers pass lists to one `Queries.enqueue` call: one statement for the whole batch.
 
 A job's arguments are its payload (bytes), as small JSON: b'{}' or b'{"k": 3}'.
@@ -34,18 +44,26 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 # This file is itself named pgqueuer.py: drop its folder from the path, or
 # `import pgqueuer` would import this script instead of the library.
 _HERE = Path(__file__).resolve().parent
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-import psycopg  # noqa: E402
+import asyncpg  # noqa: E402
 from pgqueuer import Job, PgQueuer, Queries  # noqa: E402
-from pgqueuer.db import PsycopgDriver  # noqa: E402
+from pgqueuer.db import AsyncpgDriver  # noqa: E402
+from psycopg.conninfo import conninfo_to_dict  # noqa: E402
+
+try:  # the event loop `pgq run` uses (pgqueuer/adapters/cli/cli.py, asyncio_run)
+    from uvloop import run as run_loop
+except ImportError:  # pgqueuer installs uvloop everywhere but Windows
+    from asyncio import run as run_loop
 
 ENTRYPOINT = "noop"
 READY_TIMEOUT = 60.0  # seconds a worker may take to start listening
@@ -56,8 +74,18 @@ def payload(k: int | None = None) -> bytes:
     return json.dumps({} if k is None else {"k": k}).encode()
 
 
-async def connect(dsn: str) -> psycopg.AsyncConnection[Any]:
-    return await psycopg.AsyncConnection.connect(dsn, autocommit=True)  # pgqueuer needs it
+def asyncpg_dsn(dsn: str) -> str:
+    """The DSN as a URL: asyncpg parses only URLs, the harness passes key=value conninfo."""
+    return "postgresql://?" + urlencode(conninfo_to_dict(dsn))
+
+
+@asynccontextmanager
+async def connect(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(asyncpg_dsn(dsn))  # autocommit unless a transaction is opened
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 def rate(jobs: int, seconds: float) -> dict[str, Any]:
@@ -68,24 +96,24 @@ def rate(jobs: int, seconds: float) -> dict[str, Any]:
 
 
 async def setup(dsn: str) -> dict[str, Any]:
-    async with await connect(dsn) as conn:
-        queries = Queries(PsycopgDriver(conn))
+    async with connect(dsn) as conn:
+        queries = Queries(AsyncpgDriver(conn))
         await queries.install()
         await queries.optimize_autovacuum()
     return {}
 
 
 async def bulk_insert(dsn: str, jobs: int) -> dict[str, Any]:
-    async with await connect(dsn) as conn:
-        queries = Queries(PsycopgDriver(conn))
+    async with connect(dsn) as conn:
+        queries = Queries(AsyncpgDriver(conn))
         began = time.perf_counter()
         await queries.enqueue([ENTRYPOINT] * jobs, [payload()] * jobs, [0] * jobs)
         return rate(jobs, time.perf_counter() - began)
 
 
 async def single_insert(dsn: str, jobs: int) -> dict[str, Any]:
-    async with await connect(dsn) as conn:
-        queries = Queries(PsycopgDriver(conn))
+    async with connect(dsn) as conn:
+        queries = Queries(AsyncpgDriver(conn))
         await queries.enqueue(ENTRYPOINT, payload())  # warm-up, not timed
         began = time.perf_counter()
         for _ in range(jobs):
@@ -93,10 +121,10 @@ async def single_insert(dsn: str, jobs: int) -> dict[str, Any]:
         return rate(jobs, time.perf_counter() - began)
 
 
-class ReadyDriver(PsycopgDriver):
-    """PsycopgDriver that signals once the worker's LISTEN is in place: it is then ready."""
+class ReadyDriver(AsyncpgDriver):
+    """AsyncpgDriver that signals once the worker's LISTEN is in place: it is then ready."""
 
-    def __init__(self, connection: psycopg.AsyncConnection[Any]) -> None:
+    def __init__(self, connection: asyncpg.Connection) -> None:
         super().__init__(connection)
         self.listening = asyncio.Event()
 
@@ -106,7 +134,7 @@ class ReadyDriver(PsycopgDriver):
 
 
 async def worker(dsn: str, concurrency: int, watch_parent: bool) -> None:
-    async with await connect(dsn) as conn:
+    async with connect(dsn) as conn:
         driver = ReadyDriver(conn)
         pgq = PgQueuer(driver)
 
@@ -205,17 +233,17 @@ async def with_workers(
         await workers.stop()
 
 
-async def left_to_do(conn: psycopg.AsyncConnection[Any]) -> int:
+async def left_to_do(conn: asyncpg.Connection) -> int:
     # Finished jobs are deleted from `pgqueuer` (and logged), so what remains is the work.
-    cur = await conn.execute("SELECT count(*) FROM pgqueuer WHERE status IN ('queued', 'picked')")
-    row = await cur.fetchone()
-    return int(row[0]) if row else 0
+    return int(
+        await conn.fetchval("SELECT count(*) FROM pgqueuer WHERE status IN ('queued', 'picked')")
+    )
 
 
 async def drain(dsn: str, jobs: int, nodes: int, concurrency: int) -> dict[str, Any]:
     async def body(_: Workers) -> dict[str, Any]:
-        async with await connect(dsn) as conn:
-            queries = Queries(PsycopgDriver(conn))
+        async with connect(dsn) as conn:
+            queries = Queries(AsyncpgDriver(conn))
             began = time.perf_counter()
             await queries.enqueue([ENTRYPOINT] * jobs, [payload()] * jobs, [0] * jobs)
             inserted = time.perf_counter()
@@ -260,8 +288,8 @@ async def latency(dsn: str, jobs: int, gap: float, concurrency: int) -> dict[str
     inserted: dict[int, float] = {}
 
     async def body(workers: Workers) -> dict[str, Any]:
-        async with await connect(dsn) as conn:
-            queries = Queries(PsycopgDriver(conn))
+        async with connect(dsn) as conn:
+            queries = Queries(AsyncpgDriver(conn))
             for k in range(jobs):
                 inserted[k] = time.time()
                 await queries.enqueue(ENTRYPOINT, payload(k))
@@ -279,8 +307,8 @@ async def steady(
     inserted: dict[int, float] = {}
 
     async def body(workers: Workers) -> dict[str, Any]:
-        async with await connect(dsn) as conn:
-            queries = Queries(PsycopgDriver(conn))
+        async with connect(dsn) as conn:
+            queries = Queries(AsyncpgDriver(conn))
             k = 0
             began = time.monotonic()
             while (elapsed := time.monotonic() - began) < seconds:
@@ -313,9 +341,9 @@ SEED_SQL = """
 WITH logged AS (
     -- A finished job leaves pgqueuer_log rows 'queued', 'picked' and 'successful'.
     INSERT INTO pgqueuer_log (created, job_id, status, priority, entrypoint, aggregated)
-    SELECT now() - (%(rows)s - i) * interval '1 ms' + step.after, %(base)s + i,
-           step.status::pgqueuer_status, 0, %(entrypoint)s, true
-    FROM generate_series(1, %(rows)s) AS i
+    SELECT now() - ($1::int - i) * interval '1 ms' + step.after, $2::bigint + i,
+           step.status::pgqueuer_status, 0, $3::text, true
+    FROM generate_series(1, $1::int) AS i
     CROSS JOIN (VALUES ('queued', interval '-5 ms'), ('picked', interval '-1 ms'),
                        ('successful', interval '0')) AS step(status, after)
     RETURNING created, status, priority, entrypoint
@@ -335,14 +363,15 @@ async def seed_finished(dsn: str, rows: int) -> dict[str, Any]:
     rows a job, marked aggregated) and pgqueuer_statistics (a row per second and status).
     The jobs are spread at 1,000 a second up to now; the id sequence moves past them."""
     began = time.perf_counter()
-    async with await connect(dsn) as conn:
-        cur = await conn.execute(  # seeded ids follow every id already used
-            "SELECT greatest((SELECT coalesce(max(job_id), 0) FROM pgqueuer_log), "
-            "(SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM pgqueuer_id_seq))"
+    async with connect(dsn) as conn:
+        base = int(  # seeded ids follow every id already used
+            await conn.fetchval(
+                "SELECT greatest((SELECT coalesce(max(job_id), 0) FROM pgqueuer_log), "
+                "(SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM pgqueuer_id_seq))"
+            )
         )
-        base = int((await cur.fetchone() or [0])[0])
-        await conn.execute(SEED_SQL, {"rows": rows, "base": base, "entrypoint": ENTRYPOINT})
-        await conn.execute("SELECT setval('pgqueuer_id_seq', %s)", [base + rows])
+        await conn.execute(SEED_SQL, rows, base, ENTRYPOINT)
+        await conn.execute("SELECT setval('pgqueuer_id_seq', $1::bigint)", base + rows)
         await conn.execute("VACUUM ANALYZE pgqueuer_log, pgqueuer_statistics, pgqueuer")
     return {"rows": rows, "seconds": round(time.perf_counter() - began, 2), "log_rows": 3 * rows}
 
@@ -374,9 +403,9 @@ def main() -> None:
     if o.command not in commands:
         parser.error(f"unknown command {o.command!r}; one of {', '.join(commands)}")
     if o.command == "worker":
-        asyncio.run(commands[o.command]())
+        run_loop(commands[o.command]())
         return
-    result = asyncio.run(cancel_on_sigterm(commands[o.command]()))
+    result = run_loop(cancel_on_sigterm(commands[o.command]()))
     print(json.dumps(result), flush=True)
 
 
