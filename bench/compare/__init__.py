@@ -1,7 +1,7 @@
 """`python -m bench compare`: shigoto against its Python peers, side by side, in one run.
 
 Each peer is installed by the harness into a virtualenv of its own under `.bench/venvs/`
-(never into shigoto's environment) and driven by `bench/compare/peers/<name>.py`, which
+(never into shigoto's environment) and driven by `bench/compare/peers/<name>_driver.py`, which
 follows `PROTOCOL.md`. Every workload gets a fresh database on the same server. The
 ceiling — PostgreSQL alone claiming and completing jobs in batches of 100 with pgbench —
 is measured in the same run.
@@ -123,7 +123,7 @@ def fresh_database(admin_dsn: str, name: str) -> str:
 def drive(
     python: str, peer: str, command: str, dsn: str, options: dict[str, Any]
 ) -> dict[str, Any]:
-    args = [python, str(PEERS_DIR / f"{peer}.py"), command, "--dsn", dsn]
+    args = [python, str(PEERS_DIR / f"{peer}_driver.py"), command, "--dsn", dsn]
     for key, value in options.items():
         args += [f"--{key}", str(value)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
