@@ -1,17 +1,18 @@
 -- Make due scheduled and retryable jobs available (decision D2), a bounded batch at a time,
 -- and wake each queue that received some. With `queue` set, only that queue; with `all`,
--- whatever their time (drain_queue's with_scheduled).
-WITH due AS (
-    SELECT id FROM __schema__.jobs
-    WHERE state IN ('scheduled', 'retryable')
-      AND (%(all)s OR scheduled_at <= now())
-      AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-    ORDER BY scheduled_at, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-), staged AS (
+-- whatever their time (drain_queue's with_scheduled). (`id = ANY(ARRAY(...))`: see
+-- claim_jobs.sql.)
+WITH staged AS (
     UPDATE __schema__.jobs AS j SET state = 'available'
-    FROM due WHERE j.id = due.id
+    WHERE j.id = ANY(ARRAY(
+        SELECT id FROM __schema__.jobs
+        WHERE state IN ('scheduled', 'retryable')
+          AND (%(all)s OR scheduled_at <= now())
+          AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+        ORDER BY scheduled_at, id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ))
     RETURNING j.queue
 )
 SELECT queue, count(*) AS staged, pg_notify('__schema__.jobs_inserted', queue)::text AS notified
