@@ -33,7 +33,8 @@ def test_help_lists_the_commands(run) -> None:
 
 def test_migrate_then_up_to_date(run, schema: str) -> None:
     first = run("migrate")
-    assert first.exit_code == 0 and "applied 2 migration(s): 0001_initial, 0002_lean_indexes" in first.output
+    assert first.exit_code == 0
+    assert "applied 2 migration(s): 0001_initial, 0002_lean_indexes" in first.output
     second = run("migrate")
     assert second.exit_code == 0 and f"schema '{schema}' is up to date" in second.output
 

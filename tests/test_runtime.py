@@ -696,3 +696,27 @@ async def test_a_node_with_a_stale_heartbeat_claims_nothing(app: Shigoto, db, sc
     await app._run(execution.heartbeat(app.queries, "late", {"default": 1}))
     claim = execution.claim(app.queries, queue="default", limit=1, node="late", fresh_for=30)
     assert [j.id for j in await app._run(claim)] == [job.id]
+
+
+async def test_an_outcome_the_database_refuses_holds_up_no_other_job(fast_app: Shigoto) -> None:
+    # jsonb refuses the NUL character: this result cannot be stored. The executor finds it
+    # before any write; the outcomes of the others, written with the node's claims, all land.
+    @fast_app.worker(name="unstorable")
+    async def unstorable() -> str:
+        return "nul \x00 here"
+
+    @fast_app.worker(name="plain")
+    async def plain(n: int) -> int:
+        await asyncio.sleep(0.001)
+        return n
+
+    bad = await fast_app.insert(JobSpec.build("unstorable", max_attempts=1))
+    good = await fast_app.insert_all([JobSpec.build("plain", {"n": n}) for n in range(200)])
+    await fast_app.start()
+    refused = await _final(fast_app, bad.id)
+    assert refused.state is JobState.DISCARDED
+    assert refused.errors[-1]["error"] == "shigoto.outcomes.InvalidJobError"
+    assert "NUL character" in refused.errors[-1]["message"]
+    done = [await _final(fast_app, job.id) for job in good]
+    assert [job.result for job in done] == list(range(200))
+    assert {job.state for job in done} == {JobState.COMPLETED}

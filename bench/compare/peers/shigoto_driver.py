@@ -51,9 +51,10 @@ async def setup(dsn: str) -> dict[str, Any]:
 
 async def bulk_insert(dsn: str, jobs: int) -> dict[str, Any]:
     app = make_app(dsn)
-    specs = [spec() for _ in range(jobs)]
-    began = time.perf_counter()
-    await app.insert_all(specs)
+    async with app.connection():  # the pool is open before timing, as for the peers
+        pass
+    began = time.perf_counter()  # building the jobs counts, as it does for the peers
+    await app.insert_all([spec() for _ in range(jobs)])
     seconds = time.perf_counter() - began
     await app.close()
     return {"jobs": jobs, "seconds": round(seconds, 4), "jobs_per_second": round(jobs / seconds)}

@@ -53,24 +53,59 @@ class Ack:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What `settle_and_claim` did: the outcomes it wrote and the jobs it claimed."""
+
+    applied: set[int]
+    claimed: list[Job]
+
+
+def settle_and_claim(
+    q: Queries,
+    acks: Sequence[Ack],
+    *,
+    node: str,
+    queue: str | None = None,
+    limit: int = 0,
+    fresh_for: float = 0.0,
+) -> Operation[Settled]:
+    """Write `acks` and claim up to `limit` jobs of `queue`, in one statement and one commit.
+
+    A producer that claims carries the outcomes waiting at that moment, so a busy node
+    commits once per batch instead of twice. No claim is made unless this node's heartbeat
+    is younger than `fresh_for` seconds.
+    """
+    params = {
+        "outcomes": json.dumps([a.document() for a in acks]),
+        "node": node,
+        "queue": queue,
+        "limit": limit if queue is not None else 0,
+        "fresh_for": fresh_for,
+    }
+    result = yield Statement(q.sql("settle_and_claim"), params)
+    applied = set(result.rows[0]["acked"]) if result.rows else set()
+    jobs = [job_from_row(row) for row in result.rows if row["id"] is not None]
+    # UPDATE ... RETURNING does not keep the sub-select's order: restore it.
+    jobs.sort(key=lambda job: (-job.priority, job.scheduled_at, job.id))
+    return Settled(applied, jobs)
+
+
 def claim(
     q: Queries, *, queue: str, limit: int, node: str, fresh_for: float
 ) -> Operation[list[Job]]:
     """Claim up to `limit` jobs, in the order they should start; none unless this node's
     heartbeat is younger than `fresh_for` seconds."""
-    params = {"queue": queue, "limit": limit, "node": node, "fresh_for": fresh_for}
-    result = yield Statement(q.sql("claim_jobs"), params)
-    jobs = [job_from_row(row) for row in result.rows]
-    # UPDATE ... RETURNING does not keep the sub-select's order: restore it.
-    jobs.sort(key=lambda job: (-job.priority, job.scheduled_at, job.id))
-    return jobs
+    settled = yield from settle_and_claim(
+        q, (), node=node, queue=queue, limit=limit, fresh_for=fresh_for
+    )
+    return settled.claimed
 
 
 def ack(q: Queries, acks: Sequence[Ack], *, node: str) -> Operation[set[int]]:
     """Write a batch of outcomes in one statement; returns the ids that were applied."""
-    document = json.dumps([a.document() for a in acks])
-    result = yield Statement(q.sql("ack_jobs"), {"outcomes": document, "node": node})
-    return {row["id"] for row in result.rows}
+    settled = yield from settle_and_claim(q, acks, node=node)
+    return settled.applied
 
 
 def stage(

@@ -15,7 +15,7 @@ from psycopg.types.json import Jsonb
 from shigoto.admin import JobFilter, JobPage, QueueStatus, Status
 from shigoto.db.operations import Operation, Statement
 from shigoto.db.queries import Queries
-from shigoto.job import Job, JobSpec, JobState
+from shigoto.job import STATE_OF, Job, JobSpec, JobState
 
 DELETE_BATCH = 5_000
 SIGNAL_IDS = 500  # ids per NOTIFY payload, well under PostgreSQL's 8,000-byte limit
@@ -91,7 +91,7 @@ def _job_from_spec(spec: JobSpec, row: dict[str, Any]) -> Job:
     return Job.from_spec(
         spec,
         id=row["id"],
-        state=JobState(row["state"]),
+        state=STATE_OF[row["state"]],
         inserted_at=row["inserted_at"].astimezone(UTC),
         scheduled_at=row["scheduled_at"].astimezone(UTC),
     )

@@ -3,6 +3,11 @@
 The producer claims when it is told there may be work (an insert notification, a staged
 job, a poll tick) or when a slot frees up after a claim that filled every slot (there may
 be more). It never runs more jobs at once than its limit.
+
+While it expects to claim again soon, the outcomes of its finished jobs wait in its outbox
+and ride with the next claim: one statement and one commit for both, which is what a busy
+node spends most of its database time on. Whenever it will not claim, it hands them to the
+acker instead, so an outcome never waits for work that may not come.
 """
 
 from __future__ import annotations
@@ -13,7 +18,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import psycopg
+
 from shigoto.db import execution
+from shigoto.db.execution import Ack
 from shigoto.db.operations import Operation
 from shigoto.db.queries import Queries
 from shigoto.job import Job, JobState
@@ -58,6 +66,7 @@ class Producer:
         self._wake = asyncio.Event()
         self._more = True  # there may be claimable jobs: claim at the first free slot
         self._claiming = True
+        self._outbox: list[Ack] = []  # outcomes to write with the next claim
 
     @property
     def free(self) -> int:
@@ -72,21 +81,15 @@ class Producer:
         self.limit = limit
         self.wake()
 
+    def _will_claim(self) -> bool:
+        return self._claiming and self._more and self.free > 0 and self._may_claim()
+
     async def run(self) -> None:
         backoff = Backoff()
         while True:
-            if self._claiming and self._more and self.free > 0 and self._may_claim():
-                wanted = self.free
+            if self._will_claim():
                 try:
-                    jobs = await self._db(
-                        execution.claim(
-                            self._q,
-                            queue=self.queue,
-                            limit=wanted,
-                            node=self._node,
-                            fresh_for=self._fresh_for,
-                        )
-                    )
+                    await self._claim()
                     backoff.reset()
                 except TRANSIENT as error:
                     delay = backoff.next()
@@ -95,15 +98,48 @@ class Producer:
                     )
                     await asyncio.sleep(delay)
                     continue
-                self._more = len(jobs) == wanted
-                for job in jobs:
-                    self._start(job)
+                if self._outbox and self._will_claim():
+                    continue  # jobs finished while claiming: claim for their slots now
+            self._hand_over()
             try:
                 async with asyncio.timeout(self._poll_interval):
                     await self._wake.wait()
             except TimeoutError:
                 self._more = True  # the poll: a fallback for missed notifications
             self._wake.clear()
+
+    async def _claim(self) -> None:
+        wanted = self.free
+        acks, self._outbox = self._outbox, []
+        try:
+            settled = await self._db(
+                execution.settle_and_claim(
+                    self._q,
+                    acks,
+                    node=self._node,
+                    queue=self.queue,
+                    limit=wanted,
+                    fresh_for=self._fresh_for,
+                )
+            )
+        except BaseException as error:
+            # Written or not, the acker writes them again (an outcome applies only once).
+            for ack in acks:
+                self._acker.add(ack)
+            if acks and isinstance(error, psycopg.Error) and not isinstance(error, TRANSIENT):
+                # Perhaps one of the outcomes: the acker finds it; claim alone next time.
+                logger.warning("queue %s: claim with outcomes refused: %s", self.queue, error)
+                return
+            raise
+        self._more = len(settled.claimed) == wanted
+        for job in settled.claimed:
+            self._start(job)
+
+    def _hand_over(self) -> None:
+        """Outcomes must not wait for a claim that is not coming: give them to the acker."""
+        acks, self._outbox = self._outbox, []
+        for ack in acks:
+            self._acker.add(ack)
 
     def _start(self, job: Job) -> None:
         # A run of an earlier attempt still here lost its job to a rescue: stop it.
@@ -128,7 +164,10 @@ class Producer:
         if ack is None:
             return
         if ack.state is not JobState.DISCARDED:
-            self._acker.add(ack)
+            if self._claiming and self._more:
+                self._outbox.append(ack)  # `_finished` wakes the loop, which claims with it
+            else:
+                self._acker.add(ack)
             return
         if await self._acker.write(ack):
             errors = run.job.errors + ([ack.error] if ack.error else [])
@@ -167,8 +206,10 @@ class Producer:
             for waiter in waiters:
                 waiter.cancel()
         left = self.interrupt_all("shutdown")
+        self._hand_over()
         if left:
             logger.info(
                 "queue %s: returning %d unfinished job(s) to the queue", self.queue, len(left)
             )
             await asyncio.wait(left)
+        self._hand_over()

@@ -1,0 +1,62 @@
+-- The runtime's one statement: write a batch of outcomes, then claim up to `limit` jobs of
+-- a queue for this node; one round trip and one commit for both. The acker uses it with a
+-- limit of 0 (outcomes only), a producer with the outcomes waiting when it claims.
+--
+-- An outcome applies only while its job is still executing, owned by this node, in the
+-- same attempt (decision D4): a cancel or a rescue that happened meanwhile is never
+-- overwritten.
+--
+-- The claim takes the highest priority first, then the longest due, then the oldest. SKIP
+-- LOCKED lets every node claim at once without waiting on each other; the claim is the
+-- attempt (decision D1) and sets the owner (D3). Only a node whose own heartbeat is fresh
+-- (by the database's clock) may claim, so that no other node can be about to declare it
+-- dead and rescue what it claims. `id = ANY(ARRAY(...))` keeps the update on the primary
+-- key whatever the planner guesses for a parameterised LIMIT (a join here degrades to a
+-- scan of the table under a generic plan, which prepared statements get).
+--
+-- One row per claimed job, each carrying the ids of the outcomes written (`acked`); a
+-- single row of NULL job columns when nothing was claimed.
+WITH outcome AS (
+    SELECT * FROM jsonb_to_recordset(%(outcomes)s::jsonb) AS o(
+        id bigint, attempt integer, state text, refund boolean,
+        delay double precision, result jsonb, error jsonb
+    )
+), settled AS (
+    UPDATE __schema__.jobs AS j
+    SET state = o.state::__schema__.job_state,
+        attempt = j.attempt - (CASE WHEN o.refund THEN 1 ELSE 0 END),
+        scheduled_at = (CASE WHEN o.delay IS NULL THEN j.scheduled_at
+                             ELSE now() + make_interval(secs => o.delay) END),
+        completed_at = (CASE WHEN o.state = 'completed' THEN now() END),
+        discarded_at = (CASE WHEN o.state = 'discarded' THEN now() END),
+        cancelled_at = (CASE WHEN o.state = 'cancelled' THEN now() END),
+        result = (CASE WHEN o.state = 'completed' THEN o.result ELSE j.result END),
+        progress = (CASE WHEN o.state = 'completed' THEN 100 ELSE j.progress END),
+        errors = (CASE WHEN o.error IS NULL THEN j.errors
+                       ELSE j.errors || jsonb_build_array(o.error) END)
+    FROM outcome AS o
+    WHERE j.id = o.id
+      AND j.state = 'executing'
+      AND j.attempted_by = %(node)s
+      AND j.attempt = o.attempt
+    RETURNING j.id
+), claimed AS (
+    UPDATE __schema__.jobs AS j
+    SET state = 'executing', attempt = j.attempt + 1, attempted_at = now(),
+        attempted_by = %(node)s, heartbeat_at = now()
+    WHERE j.id = ANY(ARRAY(
+        SELECT id FROM __schema__.jobs
+        WHERE queue = %(queue)s AND state = 'available'
+          AND EXISTS (
+              SELECT 1 FROM __schema__.nodes
+              WHERE id = %(node)s AND heartbeat_at > now() - make_interval(secs => %(fresh_for)s)
+          )
+        ORDER BY priority DESC, scheduled_at, id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ))
+    RETURNING j.*
+)
+SELECT s.acked, c.*
+FROM (SELECT COALESCE(array_agg(id), '{}') AS acked FROM settled) AS s
+LEFT JOIN claimed AS c ON true
