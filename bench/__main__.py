@@ -7,7 +7,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from bench import chaos, insert, run
+from bench import chaos, idle, insert, run
 from bench.common import report, resolve_dsn
 
 
@@ -21,6 +21,9 @@ def main() -> None:
     run_parser = commands.add_parser("run", help="drain throughput and idle latency")
     run_parser.add_argument("--jobs", type=int, default=20_000)
     run_parser.add_argument("--latency-jobs", type=int, default=200)
+    idle_parser = commands.add_parser("idle", help="CPU and RSS of an idle node; RSS under load")
+    idle_parser.add_argument("--seconds", type=float, default=60.0)
+    idle_parser.add_argument("--jobs", type=int, default=20_000)
     chaos_parser = commands.add_parser("chaos", help="faults and floods; invariants checked")
     chaos_parser.add_argument("--minutes", type=float, help="the long profile, this long")
     chaos_parser.add_argument("--seed", type=int)
@@ -45,6 +48,8 @@ def main() -> None:
         Path(options.output).write_text(json.dumps(result, indent=2))
         print(json.dumps(result, indent=2))
         print(compare.table(result))
+    elif options.command == "idle":
+        report("idle", asyncio.run(idle.run(dsn, options.seconds, options.jobs)))
     elif options.command == "run":
         report("run", asyncio.run(run.run(dsn, options.jobs, options.latency_jobs)))
 

@@ -17,6 +17,11 @@ from psycopg import sql
 
 from shigoto import Shigoto
 from shigoto.db.embedded import embedded_dsn
+from shigoto.db.migrator import all_migrations
+
+# The migrations this version ships, as `migrate` reports them and as they are recorded.
+SHIPPED = [f"{m.version:04d}_{m.name}" for m in all_migrations("shigoto")]
+SHIPPED_ROWS = [(m.version, m.name) for m in all_migrations("shigoto")]
 
 pytest_plugins = ["pytester"]
 

@@ -11,6 +11,7 @@ import pytest
 from psycopg import sql
 
 from shigoto import ConfigurationError, MigrationError, Shigoto
+from tests.conftest import SHIPPED, SHIPPED_ROWS
 
 
 async def _applied(db: psycopg.AsyncConnection, schema: str) -> list[tuple[int, str]]:
@@ -22,12 +23,12 @@ async def _applied(db: psycopg.AsyncConnection, schema: str) -> list[tuple[int, 
 async def test_migrate_twice_applies_once(dsn: str, schema: str, db) -> None:
     app = Shigoto(dsn=dsn, schema=schema)
     try:
-        assert await app.migrate() == ["0001_initial", "0002_lean_indexes"]
+        assert await app.migrate() == SHIPPED
         assert await app.migrate() == []
         assert f"CREATE TABLE {schema}.jobs" not in await app.migration_sql()
     finally:
         await app.close()
-    assert await _applied(db, schema) == [(1, "initial"), (2, "lean_indexes")]
+    assert await _applied(db, schema) == SHIPPED_ROWS
 
 
 async def test_dry_run_prints_the_sql_and_changes_nothing(dsn: str, schema: str, db) -> None:
@@ -70,9 +71,9 @@ async def test_processes_migrating_at_once_leave_one_correct_schema(
     outputs = [await p.communicate() for p in processes]
     assert [p.returncode for p in processes] == [0, 0, 0, 0], outputs
     messages = sorted(out.decode().strip() for out, _ in outputs)
-    assert messages[0] == "applied 2 migration(s): 0001_initial, 0002_lean_indexes"
+    assert messages[0] == f"applied {len(SHIPPED)} migration(s): {', '.join(SHIPPED)}"
     assert messages[1:] == [f"schema '{schema}' is up to date"] * 3
-    assert await _applied(db, schema) == [(1, "initial"), (2, "lean_indexes")]
+    assert await _applied(db, schema) == SHIPPED_ROWS
     app = Shigoto(dsn=dsn, schema=schema)
     try:
 

@@ -3,8 +3,8 @@
 Each peer is installed by the harness into a virtualenv of its own under `.bench/venvs/`
 (never into shigoto's environment) and driven by `bench/compare/peers/<name>_driver.py`, which
 follows `PROTOCOL.md`. Every workload gets a fresh database on the same server. The
-ceiling — PostgreSQL alone claiming and completing jobs in batches of 100 with pgbench —
-is measured in the same run.
+ceiling — PostgreSQL alone claiming and completing jobs with pgbench, and bare psycopg
+inserts — is measured in the same run.
 
     python -m bench compare                       # everything (~15 minutes)
     python -m bench compare --peers shigoto,pgqueuer --workloads W1,W3
@@ -135,8 +135,41 @@ def drive(
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+# Claim 100 and complete them in one statement: the most PostgreSQL can do on this server.
+CLAIM_100_ONE_STATEMENT = (
+    "WITH claimed AS (UPDATE jobs SET state = 'executing', attempt = attempt + 1 WHERE id IN "
+    "(SELECT id FROM jobs WHERE state = 'available' ORDER BY priority DESC, scheduled_at, id "
+    "LIMIT 100 FOR UPDATE SKIP LOCKED) RETURNING id) "
+    "UPDATE jobs SET state = 'completed' WHERE id IN (SELECT id FROM claimed);\n"
+)
+# What any queue running 10 jobs at a time must do at least: claim 10 in one transaction,
+# complete them in another (the jobs run in between).
+CLAIM_10_THEN_COMPLETE = (
+    "WITH claimed AS (UPDATE jobs SET state = 'executing', attempt = attempt + 1 WHERE id IN "
+    "(SELECT id FROM jobs WHERE state = 'available' ORDER BY priority DESC, scheduled_at, id "
+    "LIMIT 10 FOR UPDATE SKIP LOCKED) RETURNING id) SELECT array_agg(id) AS ids FROM claimed\n"
+    "\\gset\n"
+    "UPDATE jobs SET state = 'completed' WHERE id = ANY(:ids::bigint[]);\n"
+)
+
+
 def ceiling(admin_dsn: str, pgbench: str = "pgbench") -> dict[str, Any]:
-    """PostgreSQL alone: claim 100 jobs with SKIP LOCKED and complete them, in a loop."""
+    """PostgreSQL alone: claim-and-complete loops with pgbench (in batches of 100 in one
+    statement, and in batches of 10 as two transactions), and single inserts with bare
+    psycopg into shigoto's own table (the yardstick for W2)."""
+    results = {"bare_single_insert_jobs_per_second": bare_single_insert(admin_dsn, 2_000)}
+    for name, script, batch in (
+        ("batch_100", CLAIM_100_ONE_STATEMENT, 100),
+        ("batch_10_two_commits", CLAIM_10_THEN_COMPLETE, 10),
+    ):
+        dsn = _ceiling_table(admin_dsn)
+        for clients in (1, 2):
+            tps = _pgbench(pgbench, dsn, script, clients)
+            results[f"{name}_clients_{clients}_jobs_per_second"] = round(tps * batch)
+    return results
+
+
+def _ceiling_table(admin_dsn: str) -> str:
     dsn = fresh_database(admin_dsn, "bench_ceiling")
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
@@ -150,51 +183,52 @@ def ceiling(admin_dsn: str, pgbench: str = "pgbench") -> dict[str, Any]:
         )
         conn.execute("INSERT INTO jobs (state) SELECT 'available' FROM generate_series(1, 3000000)")
         conn.execute("VACUUM ANALYZE jobs")
-    script = Path(".bench") / "ceiling.sql"
+    return dsn
+
+
+def _pgbench(pgbench: str, dsn: str, script_text: str, clients: int) -> float:
+    script = ROOT / ".bench" / "ceiling.sql"
     script.parent.mkdir(exist_ok=True)
-    script.write_text(
-        "WITH claimed AS (UPDATE jobs SET state = 'executing', attempt = attempt + 1 WHERE id IN "
-        "(SELECT id FROM jobs WHERE state = 'available' ORDER BY priority DESC, scheduled_at, id "
-        "LIMIT 100 FOR UPDATE SKIP LOCKED) RETURNING id) "
-        "UPDATE jobs SET state = 'completed' WHERE id IN (SELECT id FROM claimed);\n"
-    )
+    script.write_text(script_text)
     info = psycopg.conninfo.conninfo_to_dict(dsn)
-    results = {}
-    for clients in (1, 2):
-        env = {
-            **os.environ,
-            "PGHOST": str(info.get("host", "")),
-            "PGPORT": str(info.get("port", 5432)),
-            "PGUSER": str(info.get("user", "postgres")),
-            "PGDATABASE": "bench_ceiling",
-        }
-        done = subprocess.run(
-            [
-                pgbench,
-                "-n",
-                "-f",
-                str(script),
-                "-c",
-                str(clients),
-                "-j",
-                str(clients),
-                "-T",
-                "8",
-                "-M",
-                "prepared",
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=True,
-        )
-        tps = next(
-            float(line.split("=")[1].split()[0])
-            for line in done.stdout.splitlines()
-            if line.startswith("tps")
-        )
-        results[f"clients_{clients}_jobs_per_second"] = round(tps * 100)
-    return results
+    env = {
+        **os.environ,
+        "PGHOST": str(info.get("host", "")),
+        "PGPORT": str(info.get("port", 5432)),
+        "PGUSER": str(info.get("user", "postgres")),
+        "PGDATABASE": str(info.get("dbname", "")),
+    }
+    command = [pgbench, "-n", "-f", str(script), "-c", str(clients), "-j", str(clients)]
+    done = subprocess.run(
+        [*command, "-T", "8", "-M", "prepared"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    return next(
+        float(line.split("=")[1].split()[0])
+        for line in done.stdout.splitlines()
+        if line.startswith("tps")
+    )
+
+
+def bare_single_insert(admin_dsn: str, jobs: int) -> int:
+    """Jobs/s of a plain psycopg INSERT into shigoto's jobs table, one transaction each."""
+    dsn = fresh_database(admin_dsn, "bench_bare")
+    subprocess.run(
+        [sys.executable, str(PEERS_DIR / "shigoto_driver.py"), "setup", "--dsn", dsn],
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        capture_output=True,
+        check=True,
+    )
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        insert = "INSERT INTO shigoto.jobs (worker, args) VALUES (%s, %s::jsonb) RETURNING id"
+        conn.execute(insert, ["bench.noop", "{}"], prepare=True)
+        began = time.perf_counter()
+        for _ in range(jobs):
+            conn.execute(insert, ["bench.noop", "{}"], prepare=True).fetchone()
+        return round(jobs / (time.perf_counter() - began))
 
 
 def run(admin_dsn: str, peers: list[str], workloads: list[str]) -> dict[str, Any]:
@@ -223,6 +257,13 @@ def run(admin_dsn: str, peers: list[str], workloads: list[str]) -> dict[str, Any
         report["peers"][name] = results
     report["ceiling"] = ceiling(admin_dsn)
     return report
+
+
+def _figure(value: object) -> str:
+    """A cell: rates as whole numbers, milliseconds to two decimals, errors as they are."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "—" if value is None else str(value)
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.2f}"
 
 
 def table(report: dict[str, Any]) -> str:
@@ -266,13 +307,18 @@ def table(report: dict[str, Any]) -> str:
                     if higher_is_better
                     else f"{best / ours:.2f}x (lower is better)"
                 )
-        cells = [("—" if v is None else str(v)) for v in values.values()]
+        cells = [_figure(v) for v in values.values()]
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {ratio} |")
     ceiling = report.get("ceiling") or {}
     lines.append("")
     lines.append(
-        "PostgreSQL alone (pgbench, claim+complete in batches of 100): "
-        f"{ceiling.get('clients_1_jobs_per_second')} jobs/s with 1 client, "
-        f"{ceiling.get('clients_2_jobs_per_second')} with 2."
+        "PostgreSQL alone (pgbench): claim+complete in batches of 100, one statement: "
+        f"{ceiling.get('batch_100_clients_1_jobs_per_second')} jobs/s with 1 client, "
+        f"{ceiling.get('batch_100_clients_2_jobs_per_second')} with 2; claim 10 then "
+        "complete them in a second transaction (the least a queue running 10 at a time "
+        f"does): {ceiling.get('batch_10_two_commits_clients_1_jobs_per_second')} with 1 client, "
+        f"{ceiling.get('batch_10_two_commits_clients_2_jobs_per_second')} with 2. "
+        "Bare psycopg single inserts into shigoto's table: "
+        f"{ceiling.get('bare_single_insert_jobs_per_second')} jobs/s."
     )
     return "\n".join(lines)

@@ -23,6 +23,7 @@ from shigoto.outcomes import (
     DuplicateWorkerError,
     EmbeddedServerUnavailable,
     InvalidJobError,
+    InvalidScheduleError,
     MigrationError,
     RetryAfter,
     ShigotoError,
@@ -30,6 +31,7 @@ from shigoto.outcomes import (
     UnknownWorkerError,
 )
 from shigoto.runtime.context import current_job, report_progress
+from shigoto.schedules import Cron, Daily, Every, Schedule, ScheduleInfo, Weekly
 from shigoto.worker import FunctionWorker, Worker
 
 __all__ = [
@@ -37,11 +39,15 @@ __all__ = [
     "Cancel",
     "Config",
     "ConfigurationError",
+    "Cron",
+    "Daily",
     "Discard",
     "DuplicateWorkerError",
     "EmbeddedServerUnavailable",
+    "Every",
     "FunctionWorker",
     "InvalidJobError",
+    "InvalidScheduleError",
     "Job",
     "JobFilter",
     "JobPage",
@@ -50,12 +56,15 @@ __all__ = [
     "MigrationError",
     "QueueStatus",
     "RetryAfter",
+    "Schedule",
+    "ScheduleInfo",
     "Shigoto",
     "ShigotoError",
     "Snooze",
     "Status",
     "SyncShigoto",
     "UnknownWorkerError",
+    "Weekly",
     "Worker",
     "__version__",
     "current_job",

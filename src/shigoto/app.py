@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import psycopg
@@ -28,12 +29,13 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolClosed
 from shigoto import _validate as check
 from shigoto.admin import CANCELLABLE_STATES, RETRYABLE_STATES, JobFilter, JobPage, Status
 from shigoto.config import Config
-from shigoto.db import migrator, store
+from shigoto.db import migrator, scheduling, store
 from shigoto.db.embedded import embedded_dsn
 from shigoto.db.operations import Operation, run_async, run_sync
 from shigoto.db.queries import Queries
 from shigoto.job import FINAL_STATES, Job, JobSpec, JobState
-from shigoto.outcomes import ConfigurationError, InvalidJobError
+from shigoto.outcomes import ConfigurationError, InvalidJobError, InvalidScheduleError
+from shigoto.schedules import Cron, Schedule, ScheduleInfo, catch_up_policy
 from shigoto.worker import FunctionWorker, Worker, WorkerRegistry
 
 if TYPE_CHECKING:
@@ -42,6 +44,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 W = TypeVar("W", bound=type[Worker])
+
+logger = logging.getLogger("shigoto.app")
 
 MAX_PAGE = 1000
 
@@ -75,6 +79,75 @@ class _Facade:
                 "spec", f"expected a JobSpec (from Worker.new), got {type(spec).__name__}"
             )
         return spec
+
+    def _schedule_entry(
+        self,
+        name: str,
+        schedule: Schedule | str,
+        worker: Any,
+        args: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> ScheduleInfo:
+        """A checked schedule: the worker's job defaults resolved now, so the leader can
+        fire it whatever workers its own process registered."""
+        name = check.text(name, "name", max_length=255)
+        if isinstance(schedule, str):
+            schedule = Cron(schedule)
+        if not isinstance(schedule, Schedule):
+            raise InvalidScheduleError(
+                f"schedule: expected a cron expression or a Cron/Every/Daily/Weekly, "
+                f"got {schedule!r}"
+            )
+        job_options = dict(options or {})
+        policy, window = catch_up_policy(job_options.pop("catch_up", 3600.0))
+        if isinstance(worker, str) and worker not in self.workers:
+            spec = JobSpec.build(worker, args, **job_options)
+        else:
+            name_of = worker if isinstance(worker, str) else getattr(worker, "name", None)
+            if not isinstance(name_of, str) or name_of not in self.workers:
+                raise ConfigurationError(
+                    f"schedule {name!r}: expected a registered worker or a worker name, "
+                    f"got {worker!r}"
+                )
+            spec = self.workers.get(name_of).new(args, **job_options)
+        if spec.scheduled_at is not None:
+            raise InvalidScheduleError("a schedule's jobs run at its moments: no scheduled_at")
+        stored = {
+            "queue": spec.queue,
+            "priority": spec.priority,
+            "max_attempts": spec.max_attempts,
+            "tags": spec.tags,
+            "meta": spec.meta,
+            "partition_key": spec.partition_key,
+        }
+        if spec.origin is not None:
+            stored["origin"] = spec.origin
+        return ScheduleInfo(
+            name=name,
+            schedule=schedule,
+            worker=spec.worker,
+            args=spec.args,
+            options=stored,
+            catch_up_policy=policy,
+            catch_up_window=window,
+            next_fire_at=schedule.after(datetime.now(UTC)),
+        )
+
+    def _declared_schedules(self) -> list[ScheduleInfo]:
+        """The entries of `cron=` and of workers declared with `cron=`."""
+        entries = []
+        for item in self.config.cron:
+            if not 4 <= len(item) <= 5:
+                raise ConfigurationError(
+                    f"cron: expected (name, schedule, worker, args[, options]), got {item!r}"
+                )
+            entries.append(self._schedule_entry(*item))
+        for worker_name in self.workers:
+            declared = self.workers.get(worker_name).cron
+            if declared is not None:
+                assert isinstance(declared, Schedule)  # checked at registration
+                entries.append(self._schedule_entry(worker_name, declared, worker_name))
+        return entries
 
     def _insert_all_op(self, specs: Iterable[JobSpec]) -> Operation[list[Job]]:
         return store.insert_all(self.queries, [self._spec(spec) for spec in specs])
@@ -437,6 +510,89 @@ class Shigoto(_Facade):
         """Job counts by queue and state, and each queue's oldest available job age."""
         return await self._run(store.status(self.queries))
 
+    # -- schedules ---------------------------------------------------------------------------
+
+    async def schedule(
+        self,
+        name: str,
+        schedule: Schedule | str,
+        worker: Any,
+        args: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> ScheduleInfo:
+        """Create or redefine a persisted schedule; the leader node fires it.
+
+        await app.schedule("nightly", Cron("0 3 * * *", tz="Europe/Berlin"), cleanup,
+                           {"days": 7}, queue="maintenance", catch_up="latest")
+
+        `options` are job options for each firing, plus `catch_up`: a window (seconds or
+        timedelta, default 60 minutes), "latest" or "none".
+        """
+        entry = self._schedule_entry(name, schedule, worker, args, options)
+        return await self._run(scheduling.save(self.queries, entry))
+
+    async def unschedule(self, name: str) -> bool:
+        """Delete a schedule; False if there was none of that name."""
+        return await self._run(scheduling.delete(self.queries, name))
+
+    async def schedules(self) -> list[ScheduleInfo]:
+        """Every schedule with its last and next moments."""
+        _, entries = await self._run(scheduling.list_all(self.queries))
+        return entries
+
+    async def _declare_schedules(self) -> None:
+        """Save the declared schedules (a node does this as it starts) and report the
+        entries no worker of this app can run."""
+        for entry in self._declared_schedules():
+            await self._run(scheduling.save(self.queries, entry))
+        for entry in await self.schedules():
+            if entry.worker not in self.workers:
+                logger.warning(
+                    "schedule %s fires worker %r, which this app does not register; "
+                    "its jobs wait for a node that does",
+                    entry.name,
+                    entry.worker,
+                )
+
+    # -- pause and resume --------------------------------------------------------------------
+
+    async def pause_job(self, job_id: int) -> bool:
+        """Keep a job from being claimed (a running one is interrupted and paused, its
+        attempt refunded); False if it is finished or missing."""
+        return await self._run(store.pause_job(self.queries, job_id))
+
+    async def resume_job(self, job_id: int) -> bool:
+        """Let a paused job run again; False if it was not paused."""
+        return await self._run(store.resume_job(self.queries, job_id))
+
+    async def is_job_paused(self, job_id: int) -> bool:
+        job = await self.get_job(job_id)
+        return job is not None and job.state is JobState.PAUSED
+
+    async def pause_queue(self, queue: str) -> None:
+        """Stop every node from claiming jobs of `queue` (persisted); running jobs finish."""
+        await self._run(store.set_queue_paused(self.queries, check.queue(queue), True))
+
+    async def resume_queue(self, queue: str) -> None:
+        await self._run(store.set_queue_paused(self.queries, check.queue(queue), False))
+
+    async def is_queue_paused(self, queue: str) -> bool:
+        return check.queue(queue) in await self._run(store.paused_queues(self.queries))
+
+    def pause(self, mode: str = "graceful") -> None:
+        """Pause this process's node: it claims nothing until `resume()`. "graceful" lets
+        running jobs finish; "aggressive" interrupts them and returns them to the queue
+        without using an attempt."""
+        self._running_node().pause(mode)
+
+    def resume(self) -> None:
+        self._running_node().resume()
+
+    def _running_node(self) -> Node:
+        if self._node is None or not self._node.started:
+            raise ConfigurationError("no node runs in this process: start() it first")
+        return self._node
+
     def _recorder(self) -> Recorder:
         from shigoto.testing import Recorder
 
@@ -563,6 +719,42 @@ class SyncShigoto(_Facade):
 
     def status(self) -> Status:
         return self._run(store.status(self.queries))
+
+    def schedule(
+        self,
+        name: str,
+        schedule: Schedule | str,
+        worker: Any,
+        args: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> ScheduleInfo:
+        entry = self._schedule_entry(name, schedule, worker, args, options)
+        return self._run(scheduling.save(self.queries, entry))
+
+    def unschedule(self, name: str) -> bool:
+        return self._run(scheduling.delete(self.queries, name))
+
+    def schedules(self) -> list[ScheduleInfo]:
+        return self._run(scheduling.list_all(self.queries))[1]
+
+    def pause_job(self, job_id: int) -> bool:
+        return self._run(store.pause_job(self.queries, job_id))
+
+    def resume_job(self, job_id: int) -> bool:
+        return self._run(store.resume_job(self.queries, job_id))
+
+    def is_job_paused(self, job_id: int) -> bool:
+        job = self.get_job(job_id)
+        return job is not None and job.state is JobState.PAUSED
+
+    def pause_queue(self, queue: str) -> None:
+        self._run(store.set_queue_paused(self.queries, check.queue(queue), True))
+
+    def resume_queue(self, queue: str) -> None:
+        self._run(store.set_queue_paused(self.queries, check.queue(queue), False))
+
+    def is_queue_paused(self, queue: str) -> bool:
+        return check.queue(queue) in self._run(store.paused_queues(self.queries))
 
 
 __all__ = ["FINAL_STATES", "Shigoto", "SyncShigoto"]

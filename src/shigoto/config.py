@@ -18,6 +18,8 @@
 | SHIGOTO_RESCUE_AFTER          | rescue_after          |
 | SHIGOTO_SHUTDOWN_TIMEOUT      | shutdown_timeout      |
 | SHIGOTO_STAGE_INTERVAL        | stage_interval        |
+| SHIGOTO_LEADER_LEASE          | leader_lease          |
+| SHIGOTO_FAIR_QUEUES           | fair_queues ("tenants,imports") |
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ _ENV: dict[str, tuple[str, Any]] = {
     "rescue_after": ("SHIGOTO_RESCUE_AFTER", float),
     "shutdown_timeout": ("SHIGOTO_SHUTDOWN_TIMEOUT", float),
     "stage_interval": ("SHIGOTO_STAGE_INTERVAL", float),
+    "leader_lease": ("SHIGOTO_LEADER_LEASE", float),
+    "fair_queues": ("SHIGOTO_FAIR_QUEUES", lambda text: tuple(filter(None, text.split(",")))),
 }
 
 
@@ -88,6 +92,15 @@ class Config:
     stage_interval: how often due scheduled and retryable jobs are made available.
     probe_interval: how often the listener is proven alive by a NOTIFY round trip.
     sync_threads: threads for plain-function (sync) workers (default: the sum of queue limits).
+    cron: schedules declared with the app: `(name, schedule, worker, args[, options])`
+        tuples, where schedule is a cron expression or a `Cron`/`Every`/`Daily`/`Weekly`,
+        worker a registered worker (or its name) and options job options plus `catch_up`.
+    leader_lease: seconds a leader's lease lasts; a dead leader is replaced within it.
+    schedule_tick: the longest the scheduler sleeps between passes (new schedules are
+        seen within it).
+    queue_weights: queue name -> weight; a queue of weight 3 is polled three times as
+        often as one of weight 1 (default 1).
+    fair_queues: queues claimed fairly across `partition_key`s (round-robin).
     """
 
     dsn: str | None = None
@@ -106,6 +119,11 @@ class Config:
     stage_interval: float = 1.0
     probe_interval: float = 60.0
     sync_threads: int | None = None
+    cron: tuple[tuple[Any, ...], ...] = ()
+    leader_lease: float = 15.0
+    schedule_tick: float = 1.0
+    queue_weights: Mapping[str, int] = field(default_factory=dict)
+    fair_queues: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _validate.schema_name(self.schema)
@@ -123,6 +141,13 @@ class Config:
                 _validate.seconds(self.rescue_after, "rescue_after", allow_zero=False)
             if self.sync_threads is not None:
                 _validate.integer(self.sync_threads, "sync_threads", (1, 10_000))
+            for name in ("leader_lease", "schedule_tick"):
+                _validate.seconds(getattr(self, name), name, allow_zero=False)
+            for name, weight in self.queue_weights.items():
+                _validate.queue(name, "queue_weights")
+                _validate.integer(weight, f"queue_weights[{name!r}]", (1, 1000))
+            for name in self.fair_queues:
+                _validate.queue(name, "fair_queues")
         except InvalidJobError as error:
             raise ConfigurationError(str(error)) from None
         if self.pool_min_size > self.pool_max_size:
@@ -133,6 +158,9 @@ class Config:
                 "or live nodes would be declared dead"
             )
         object.__setattr__(self, "queues", dict(self.queues))
+        object.__setattr__(self, "queue_weights", dict(self.queue_weights))
+        object.__setattr__(self, "fair_queues", tuple(self.fair_queues))
+        object.__setattr__(self, "cron", tuple(tuple(entry) for entry in self.cron))
 
     @property
     def node_timeout(self) -> float:

@@ -82,6 +82,10 @@ class InvalidJobError(ShigotoError, ValueError):
         super().__init__(f"{field}: {problem}")
 
 
+class InvalidScheduleError(ShigotoError, ValueError):
+    """A schedule (cron expression, interval, time zone, catch-up policy) was rejected."""
+
+
 class UnknownWorkerError(ShigotoError, LookupError):
     """No worker is registered under the given name."""
 

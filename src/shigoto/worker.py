@@ -53,6 +53,7 @@ class Worker:
     timeout: ClassVar[float] = 300.0
     tags: ClassVar[tuple[str, ...]] = ()
     unique: ClassVar[object | None] = None
+    cron: ClassVar[object | None] = None  # a cron expression or a Schedule: fire on it
     app: ClassVar[Shigoto | None] = None
 
     def perform(self, job: Job) -> object | Awaitable[object]:
@@ -123,7 +124,7 @@ class FunctionWorker(Worker):
         return f"<worker {self.name!r}>"
 
 
-_OPTIONS = {"name", "queue", "max_attempts", "priority", "timeout", "tags", "unique"}
+_OPTIONS = {"name", "queue", "max_attempts", "priority", "timeout", "tags", "unique", "cron"}
 _HOOKS = {"backoff", "on_discard"}
 
 
@@ -144,6 +145,15 @@ def _checked_options(options: Mapping[str, Any]) -> dict[str, Any]:
         checked["timeout"] = check.seconds(checked["timeout"], "timeout", allow_zero=False)
     if "tags" in checked:
         checked["tags"] = tuple(check.tags(checked["tags"]))
+    if checked.get("cron") is not None:
+        from shigoto.schedules import Cron, Schedule
+
+        if isinstance(checked["cron"], str):
+            checked["cron"] = Cron(checked["cron"])
+        elif not isinstance(checked["cron"], Schedule):
+            raise ConfigurationError(
+                f"worker: cron expects a cron expression or a schedule, got {checked['cron']!r}"
+            )
     for hook in _HOOKS & set(checked):
         if not callable(checked[hook]):
             raise ConfigurationError(f"worker: {hook} must be callable")

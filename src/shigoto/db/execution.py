@@ -69,12 +69,14 @@ def settle_and_claim(
     queue: str | None = None,
     limit: int = 0,
     fresh_for: float = 0.0,
+    fair: bool = False,
 ) -> Operation[Settled]:
     """Write `acks` and claim up to `limit` jobs of `queue`, in one statement and one commit.
 
     A producer that claims carries the outcomes waiting at that moment, so a busy node
     commits once per batch instead of twice. No claim is made unless this node's heartbeat
-    is younger than `fresh_for` seconds.
+    is younger than `fresh_for` seconds, nor while the queue is paused. `fair` claims
+    round-robin across the queue's partitions.
     """
     params = {
         "outcomes": json.dumps([a.document() for a in acks]),
@@ -83,21 +85,21 @@ def settle_and_claim(
         "limit": limit if queue is not None else 0,
         "fresh_for": fresh_for,
     }
-    result = yield Statement(q.sql("settle_and_claim"), params)
+    result = yield Statement(q.claim_sql(fair), params)
     applied = set(result.rows[0]["acked"]) if result.rows else set()
     jobs = [job_from_row(row) for row in result.rows if row["id"] is not None]
-    # UPDATE ... RETURNING does not keep the sub-select's order: restore it.
-    jobs.sort(key=lambda job: (-job.priority, job.scheduled_at, job.id))
+    if not fair:  # UPDATE ... RETURNING does not keep the pick's order: restore it.
+        jobs.sort(key=lambda job: (-job.priority, job.scheduled_at, job.id))
     return Settled(applied, jobs)
 
 
 def claim(
-    q: Queries, *, queue: str, limit: int, node: str, fresh_for: float
+    q: Queries, *, queue: str, limit: int, node: str, fresh_for: float, fair: bool = False
 ) -> Operation[list[Job]]:
     """Claim up to `limit` jobs, in the order they should start; none unless this node's
     heartbeat is younger than `fresh_for` seconds."""
     settled = yield from settle_and_claim(
-        q, (), node=node, queue=queue, limit=limit, fresh_for=fresh_for
+        q, (), node=node, queue=queue, limit=limit, fresh_for=fresh_for, fair=fair
     )
     return settled.claimed
 

@@ -44,6 +44,13 @@ class Queries:
     def sql(self, name: str) -> LiteralString:
         return bind_schema(_raw("queries", name), self.schema)
 
+    @functools.cache  # noqa: B019 - as above
+    def claim_sql(self, fair: bool = False) -> LiteralString:
+        """settle_and_claim.sql with its pick: pick_jobs.sql, or pick_jobs_fair.sql."""
+        pick = self.sql("pick_jobs_fair" if fair else "pick_jobs")
+        # Both parts are our own files, bound to the validated schema.
+        return self.sql("settle_and_claim").replace("__pick__", pick)
+
     @property
     def insert_channel(self) -> str:
         """The NOTIFY channel that announces newly available jobs (payload: the queue)."""

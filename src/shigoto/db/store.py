@@ -165,3 +165,24 @@ def status(q: Queries) -> Operation[Status]:
         if row["oldest_available_age"] is not None:
             queues[name] = QueueStatus(name, entry.counts, max(0.0, row["oldest_available_age"]))
     return Status(queues)
+
+
+def pause_job(q: Queries, job_id: int) -> Operation[bool]:
+    result = yield Statement(q.sql("pause_job"), {"id": job_id})
+    if result.rows and result.rows[0]["previous_state"] == JobState.EXECUTING:
+        yield from signal(q, {"action": "pause", "ids": [job_id]})
+    return bool(result.rows)
+
+
+def resume_job(q: Queries, job_id: int) -> Operation[bool]:
+    result = yield Statement(q.sql("resume_job"), {"id": job_id})
+    return bool(result.rows)
+
+
+def set_queue_paused(q: Queries, queue: str, paused: bool) -> Operation[None]:
+    yield Statement(q.sql("set_queue_paused"), {"queue": queue, "paused": paused})
+
+
+def paused_queues(q: Queries) -> Operation[list[str]]:
+    result = yield Statement(q.sql("paused_queues"))
+    return [row["name"] for row in result.rows]

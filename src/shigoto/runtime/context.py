@@ -29,7 +29,7 @@ class JobRun:
 
     job: Job
     report: Callable[[Job, float], None] = field(default=lambda job, percent: None)
-    stop_reason: str | None = None  # "shutdown", "cancelled", "fenced"
+    stop_reason: str | None = None  # "shutdown", "cancelled", "fenced", "paused", "job-paused"
 
 
 _current: contextvars.ContextVar[JobRun] = contextvars.ContextVar("shigoto_current_job")

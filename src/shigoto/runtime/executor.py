@@ -157,6 +157,8 @@ class Executor:
         job = run.job
         if run.stop_reason == "cancelled":
             return None  # the row says cancelled already
+        if run.stop_reason == "job-paused":  # pause_job on a running job (D14)
+            return Ack(job.id, job.attempt, JobState.PAUSED, refund=True)
         if run.stop_reason == "fenced":
             # This node lost the database (or was declared dead): a failure, like a crash.
             # The run counts (decision D1) and says why, so a second run is explained.

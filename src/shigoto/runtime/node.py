@@ -31,10 +31,12 @@ from shigoto.db.operations import Operation
 from shigoto.job import Job, JobState
 from shigoto.runtime.acker import Acker
 from shigoto.runtime.executor import Executor
+from shigoto.runtime.leader import Leader
 from shigoto.runtime.lifeline import Lifeline
 from shigoto.runtime.notifier import Notifier
 from shigoto.runtime.producer import Producer
 from shigoto.runtime.retrying import TRANSIENT
+from shigoto.runtime.scheduler import Scheduler
 from shigoto.runtime.stager import Stager
 
 if TYPE_CHECKING:
@@ -68,6 +70,8 @@ class Node:
         self.started = False
         self._stopping = False
         self._hurry = asyncio.Event()
+        self.paused = False
+        self.leader: Leader | None = None
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -77,6 +81,7 @@ class Node:
         q = self.app.queries
         # Registered before anything is claimed: rescue trusts the nodes table (D3).
         await self._db(execution.register_node(q, self.id, self.queues, {"version": __version__}))
+        await self.app._declare_schedules()
         try:
             self._start_components()
         except BaseException:
@@ -112,6 +117,10 @@ class Node:
             audit=self.audit,
         )
         self._spawn("lifeline", self._lifeline.run)
+        self.leader = Leader(self._db, q, self.id, role="scheduler", lease=self.config.leader_lease)
+        self._spawn("leader", self.leader.run)
+        scheduler = Scheduler(self._db, q, self.leader, tick=self.config.schedule_tick)
+        self._spawn("scheduler", scheduler.run)
         if self.config.notifier:
             self.notifier = Notifier(
                 connect=self._listen_connection,
@@ -145,6 +154,8 @@ class Node:
             )
         for name in list(self._tasks):
             await self._cancel(name)
+        if self.leader is not None:
+            await self.leader.resign()
         try:
             await self._db(execution.remove_node(self.app.queries, self.id))
         except (psycopg.Error, OSError) as error:
@@ -154,6 +165,23 @@ class Node:
         self._stopping = False
         self._hurry.clear()
         logger.info("node %s stopped", self.id)
+
+    def pause(self, mode: str = "graceful") -> None:
+        """Stop claiming on this node. "graceful" lets running jobs finish; "aggressive"
+        interrupts them and returns them to the queue without using an attempt (D14)."""
+        if mode not in ("graceful", "aggressive"):
+            raise ValueError(f"mode: expected 'graceful' or 'aggressive', got {mode!r}")
+        self.paused = True
+        if mode == "aggressive":
+            for producer in self.producers.values():
+                producer.interrupt_all("paused")
+        logger.info("node %s paused (%s)", self.id, mode)
+
+    def resume(self) -> None:
+        """Claim again after `pause`."""
+        self.paused = False
+        self._wake_all()
+        logger.info("node %s resumed", self.id)
 
     def hurry(self) -> None:
         """Cut a graceful stop short (a second signal): interrupt the running jobs now; they
@@ -196,8 +224,9 @@ class Node:
             node_id=self.id,
             executor=self.executor,
             acker=self._acker,
-            poll_interval=self.config.poll_interval,
-            may_claim=lambda: self._lifeline is None or self._lifeline.healthy,
+            poll_interval=self._poll_interval(name),
+            may_claim=self._may_claim,
+            fair=name in self.config.fair_queues,
             fresh_for=self.config.claim_window,
         )
         self.producers[name] = producer
@@ -216,11 +245,12 @@ class Node:
 
     def _control(self, message: dict[str, Any]) -> None:
         action = message.get("action")
-        if action == "cancel":
+        if action in ("cancel", "pause"):
+            reason = "cancelled" if action == "cancel" else "job-paused"
             for job_id in message.get("ids", []):
                 for producer in self.producers.values():
-                    if producer.cancel_job(job_id, "cancelled"):
-                        logger.info("job %s cancelled while running; interrupted", job_id)
+                    if producer.cancel_job(job_id, reason):
+                        logger.info("job %s %s while running; interrupted", job_id, reason)
         elif action == "queue":
             self._queue_signal(message)
 
@@ -270,8 +300,17 @@ class Node:
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    async def _db(self, operation: Operation[Any]) -> Any:
-        return await self.app._run(operation)
+    async def _db(self, operation: Operation[Any], *, transaction: bool = False) -> Any:
+        return await self.app._run(operation, transaction=transaction)
+
+    def _may_claim(self) -> bool:
+        return not self.paused and (self._lifeline is None or self._lifeline.healthy)
+
+    def _poll_interval(self, queue: str) -> float:
+        """A queue of weight w polls every poll_interval * (heaviest weight / w) (D9)."""
+        weights = self.config.queue_weights
+        heaviest = max(weights.values(), default=1)
+        return self.config.poll_interval * heaviest / weights.get(queue, 1)
 
     async def _listen_connection(self) -> psycopg.AsyncConnection[Any]:
         return await self.app._connect_listener()

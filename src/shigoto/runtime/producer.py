@@ -49,6 +49,7 @@ class Producer:
         poll_interval: float,
         fresh_for: float,
         may_claim: Callable[[], bool] = lambda: True,
+        fair: bool = False,
     ) -> None:
         self.queue = queue
         self.limit = limit
@@ -60,6 +61,7 @@ class Producer:
         self._poll_interval = poll_interval
         self._may_claim = may_claim
         self._fresh_for = fresh_for
+        self._fair = fair
         # Keyed by (job id, attempt): after a rescue this node may claim a job again while
         # its old run (no longer its own) is still being stopped.
         self.running: dict[tuple[int, int], tuple[asyncio.Task[None], JobRun]] = {}
@@ -120,6 +122,7 @@ class Producer:
                     queue=self.queue,
                     limit=wanted,
                     fresh_for=self._fresh_for,
+                    fair=self._fair,
                 )
             )
         except BaseException as error:

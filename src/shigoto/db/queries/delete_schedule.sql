@@ -1,0 +1,1 @@
+DELETE FROM __schema__.schedules WHERE name = %(name)s RETURNING name

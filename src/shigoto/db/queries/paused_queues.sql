@@ -1,0 +1,1 @@
+SELECT name FROM __schema__.queues WHERE paused ORDER BY name
