@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -18,12 +21,15 @@ from psycopg import sql
 from shigoto import Shigoto
 from shigoto.db.embedded import embedded_dsn
 from shigoto.db.migrator import all_migrations
+from tests.nodeapp import LEDGER, ledger_table
 
 # The migrations this version ships, as `migrate` reports them and as they are recorded.
 SHIPPED = [f"{m.version:04d}_{m.name}" for m in all_migrations("shigoto")]
 SHIPPED_ROWS = [(m.version, m.name) for m in all_migrations("shigoto")]
 
 pytest_plugins = ["pytester"]
+
+ROOT = Path(__file__).parent.parent
 
 TEST_DATABASE = "shigoto_test"
 
@@ -92,6 +98,8 @@ FAST = {
     "stage_interval": 0.1,
     "shutdown_timeout": 2.0,
     "probe_interval": 1.0,
+    "leader_lease": 1.0,
+    "schedule_tick": 0.2,
 }
 
 
@@ -117,3 +125,53 @@ async def wait_until(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
         await asyncio.sleep(every)
+
+
+@pytest.fixture
+def nodes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Node processes started by the test; killed at the end whatever happens."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def start_node(
+    nodes: list[subprocess.Popen[bytes]],
+    dsn: str,
+    schema: str,
+    queues: str = "default=10",
+    **settings: object,
+) -> subprocess.Popen[bytes]:
+    chosen = {**FAST, **settings}
+    environment = {
+        **os.environ,
+        **{f"SHIGOTO_{k.upper()}": str(v) for k, v in chosen.items()},
+        "SHIGOTO_DSN": dsn,
+        "SHIGOTO_SCHEMA": schema,
+        "PYTHONPATH": str(ROOT),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shigoto.cli", "worker", "tests.nodeapp:app", "--queues", queues],
+        env=environment,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    nodes.append(process)
+    return process
+
+
+@pytest.fixture
+async def ledger(db, schema: str, app: Shigoto):
+    """`await ledger(query)`: rows of this test's ledger table (`{}` stands for it)."""
+    await db.execute(sql.SQL(LEDGER).format(ledger_table(schema)))
+
+    async def rows(query: str, params: list[Any] | None = None) -> list[Any]:
+        composed = sql.SQL(query).format(ledger_table(schema))  # type: ignore[arg-type]
+        cur = await db.execute(composed, params)
+        return list(await cur.fetchall())
+
+    return rows

@@ -3,73 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from psycopg import sql
 
 from shigoto import JobSpec, JobState, Shigoto
-from tests.conftest import FAST, wait_until
-from tests.nodeapp import LEDGER, ledger_table
+from tests.conftest import start_node, wait_until
 
 ROOT = Path(__file__).parent.parent
-
-
-@pytest.fixture
-async def ledger(db, schema: str, app: Shigoto):
-    """`await ledger(query)`: rows of this test's ledger table (`{}` stands for it)."""
-    await db.execute(sql.SQL(LEDGER).format(ledger_table(schema)))
-
-    async def rows(query: str, params: list[Any] | None = None) -> list[Any]:
-        composed = sql.SQL(query).format(ledger_table(schema))  # type: ignore[arg-type]
-        cur = await db.execute(composed, params)
-        return list(await cur.fetchall())
-
-    return rows
-
-
-@pytest.fixture
-def nodes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Node processes started by the test; killed at the end whatever happens."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-def start_node(
-    nodes: list[subprocess.Popen[bytes]],
-    dsn: str,
-    schema: str,
-    queues: str = "default=10",
-    **settings: object,
-) -> subprocess.Popen[bytes]:
-    chosen = {**FAST, **settings}
-    environment = {
-        **os.environ,
-        **{f"SHIGOTO_{k.upper()}": str(v) for k, v in chosen.items()},
-        "SHIGOTO_DSN": dsn,
-        "SHIGOTO_SCHEMA": schema,
-        "PYTHONPATH": str(ROOT),
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "shigoto.cli", "worker", "tests.nodeapp:app", "--queues", queues],
-        env=environment,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    nodes.append(process)
-    return process
 
 
 def spec(worker: str, args: dict[str, Any] | None = None, **options: Any) -> JobSpec:

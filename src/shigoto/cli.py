@@ -33,6 +33,7 @@ from shigoto.app import Shigoto
 from shigoto.config import parse_queues
 from shigoto.job import Job, JobSpec, JobState
 from shigoto.outcomes import ConfigurationError, ShigotoError
+from shigoto.schedules import Every, Schedule, ScheduleInfo
 
 cli = typer.Typer(
     name="shigoto",
@@ -43,6 +44,10 @@ cli = typer.Typer(
 )
 jobs_cli = typer.Typer(help="List, show, cancel and retry jobs.", no_args_is_help=True)
 cli.add_typer(jobs_cli, name="jobs")
+cron_cli = typer.Typer(help="Cron entries and recurring schedules.", no_args_is_help=True)
+cli.add_typer(cron_cli, name="cron")
+queue_cli = typer.Typer(help="Pause and resume queues on every node.", no_args_is_help=True)
+cli.add_typer(queue_cli, name="queue")
 
 logger = logging.getLogger("shigoto.cli")
 out = Console()
@@ -212,6 +217,95 @@ def _job_document(job: Job) -> dict[str, Any]:
         value = getattr(job, name)
         document[name] = value.isoformat() if isinstance(value, datetime) else value
     return document
+
+
+@cron_cli.command("list")
+def list_schedules(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
+    app: AppOption = None,
+) -> None:
+    """Every schedule with its last and next run."""
+    with _app(dsn, schema, app) as shigoto:
+        entries = shigoto.sync.schedules()
+    if as_json:
+        for entry in entries:
+            typer.echo(json.dumps(_schedule_document(entry)))
+        return
+    table = Table(title_justify="left")
+    for column in ("name", "schedule", "tz", "worker", "queue", "last run", "next run", "catch-up"):
+        table.add_column(column, no_wrap=column in ("schedule", "tz"))
+    for entry in entries:
+        table.add_row(
+            entry.name + (" (paused)" if entry.paused else ""),
+            _describe(entry.schedule),
+            entry.schedule.tz,
+            entry.worker,
+            str(entry.options.get("queue", "default")),
+            _when(entry.last_fired_at) if entry.last_fired_at else "never",
+            _when(entry.next_fire_at) if entry.next_fire_at else "-",
+            _catch_up(entry),
+        )
+    out.print(table)
+
+
+def _describe(schedule: Schedule) -> str:
+    if isinstance(schedule, Every):
+        return f"every {schedule.interval_seconds:g}s"
+    return schedule.expression
+
+
+def _when(moment: datetime) -> str:
+    """'5m ago' or 'in 5m'."""
+    age = _age(moment)
+    return f"in {age.lstrip('-')}" if age.startswith("-") else f"{age} ago"
+
+
+def _catch_up(entry: ScheduleInfo) -> str:
+    if entry.catch_up_policy == "window":
+        return f"last {entry.catch_up_window:g}s"
+    return entry.catch_up_policy
+
+
+def _schedule_document(entry: ScheduleInfo) -> dict[str, Any]:
+    return {
+        "name": entry.name,
+        "kind": entry.schedule.kind,
+        "expression": entry.schedule.expression,
+        "tz": entry.schedule.tz,
+        "worker": entry.worker,
+        "args": entry.args,
+        "options": entry.options,
+        "catch_up": _catch_up(entry),
+        "paused": entry.paused,
+        "last_fired_at": entry.last_fired_at.isoformat() if entry.last_fired_at else None,
+        "next_fire_at": entry.next_fire_at.isoformat() if entry.next_fire_at else None,
+    }
+
+
+@queue_cli.command("pause")
+def pause_queue(
+    name: Annotated[str, typer.Argument(help="The queue.")],
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
+) -> None:
+    """No node claims jobs of this queue until it is resumed (running jobs finish)."""
+    with _app(dsn, schema) as shigoto:
+        shigoto.sync.pause_queue(name)
+    out.print(f"queue {name!r} paused")
+
+
+@queue_cli.command("resume")
+def resume_queue(
+    name: Annotated[str, typer.Argument(help="The queue.")],
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
+) -> None:
+    """Let every node claim jobs of this queue again."""
+    with _app(dsn, schema) as shigoto:
+        shigoto.sync.resume_queue(name)
+    out.print(f"queue {name!r} resumed")
 
 
 @jobs_cli.command("show")

@@ -183,6 +183,10 @@ class Every(Schedule):
         self.interval = timedelta(microseconds=micros)
         self.expression = str(micros)
 
+    @property
+    def interval_seconds(self) -> float:
+        return self.interval.total_seconds()
+
     def after(self, moment: datetime) -> datetime:
         elapsed = _aware(moment) - _EPOCH
         return _EPOCH + (elapsed // self.interval + 1) * self.interval

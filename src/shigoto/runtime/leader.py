@@ -42,7 +42,6 @@ class Leader:
         self.role = role
         self.lease = lease
         self._valid_until = 0.0  # monotonic time until which our lease surely holds
-        self.elected = asyncio.Event()  # set on every election won, for waiters
 
     @property
     def is_leader(self) -> bool:
@@ -67,12 +66,10 @@ class Leader:
         if holds:
             # Counted from before the statement: the database's lease started no earlier.
             self._valid_until = began + self.lease
-            self.elected.set()
             if not was_leader:
                 logger.info("node %s now leads %s", self._node, self.role)
         else:
             self._valid_until = 0.0
-            self.elected.clear()
             if was_leader:
                 logger.warning("node %s lost the %s lease", self._node, self.role)
         return holds
@@ -82,7 +79,6 @@ class Leader:
         if not self.is_leader:
             return
         self._valid_until = 0.0
-        self.elected.clear()
         try:
             await self._db(scheduling.resign(self._q, role=self.role, node=self._node))
         except TRANSIENT as error:

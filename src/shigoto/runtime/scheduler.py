@@ -54,13 +54,6 @@ class Scheduler:
                 except TRANSIENT as error:
                     wait = backoff.next()
                     logger.warning("scheduling failed, retrying in %.2fs: %s", wait, error)
-            else:
-                try:
-                    async with asyncio.timeout(wait):
-                        await self._leader.elected.wait()
-                except TimeoutError:
-                    pass
-                continue
             await asyncio.sleep(max(wait, 0.01))
 
     async def fire_due(self) -> float:
