@@ -38,6 +38,13 @@ class Result:
 Operation = Generator[Statement, Result, T]
 
 
+def _has_rows(cur: psycopg.AsyncCursor[Any] | psycopg.Cursor[Any]) -> bool:
+    """Whether the statement returned rows (a column count; `cur.description` would build
+    a Column object per column of every result, a cost on the hot path)."""
+    result = cur.pgresult
+    return result is not None and result.nfields > 0
+
+
 def _missing_schema(error: psycopg.Error) -> MigrationError:
     return MigrationError(
         f"the shigoto tables are missing ({error.diag.message_primary}); "
@@ -57,7 +64,7 @@ async def run_async(
         while True:
             async with conn.cursor(row_factory=dict_row) as cur:
                 await cur.execute(statement.sql, statement.params)
-                rows = await cur.fetchall() if cur.description is not None else []
+                rows = await cur.fetchall() if _has_rows(cur) else []
                 result = Result(rows, cur.rowcount)
             statement = operation.send(result)
     except StopIteration as done:
@@ -80,7 +87,7 @@ def run_sync(
         while True:
             with conn.cursor(row_factory=dict_row) as cur:
                 cur.execute(statement.sql, statement.params)
-                rows = cur.fetchall() if cur.description is not None else []
+                rows = cur.fetchall() if _has_rows(cur) else []
                 result = Result(rows, cur.rowcount)
             statement = operation.send(result)
     except StopIteration as done:

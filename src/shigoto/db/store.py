@@ -56,7 +56,7 @@ def _spec_params(spec: JobSpec) -> dict[str, Any]:
 
 def insert(q: Queries, spec: JobSpec) -> Operation[Job]:
     result = yield Statement(q.sql("insert_job"), _spec_params(spec))
-    return job_from_row(result.rows[0])
+    return _job_from_spec(spec, result.rows[0])
 
 
 def insert_all(q: Queries, specs: Sequence[JobSpec]) -> Operation[list[Job]]:

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("shigoto.node")
 
 ACK_FLUSH_TIMEOUT = 10.0
+CANCEL_TIMEOUT = 10.0
 
 
 def new_node_id() -> str:
@@ -349,4 +350,7 @@ class Node:
         if task is None:
             return
         task.cancel()
-        await asyncio.wait([task])
+        # A component that does not end when cancelled is a bug; it must not hang the stop.
+        _, pending = await asyncio.wait([task], timeout=CANCEL_TIMEOUT)
+        if pending:
+            logger.error("component %s did not stop within %ss; left behind", name, CANCEL_TIMEOUT)

@@ -8,4 +8,4 @@ VALUES (
     %(queue)s, %(worker)s, %(args)s, %(meta)s, %(tags)s::text[], %(priority)s, %(max_attempts)s,
     COALESCE(%(scheduled_at)s::timestamptz, now()), %(partition_key)s, %(origin)s
 )
-RETURNING *
+RETURNING id, state::text AS state, inserted_at, scheduled_at
