@@ -95,6 +95,8 @@ def aware_datetime(value: object, field: str) -> datetime:
 
 
 def tags(value: object, field: str = "tags") -> list[str]:
+    if type(value) in (list, tuple) and not value:  # the common case, checked cheaply
+        return []
     if isinstance(value, str) or not isinstance(value, Iterable):
         raise InvalidJobError(field, "must be a list of strings")
     result = [text(tag, f"{field}[{i}]", max_length=MAX_TAG_LENGTH) for i, tag in enumerate(value)]
@@ -109,9 +111,10 @@ def json_object(value: object, field: str) -> dict[str, Any]:
     Rejects non-string keys, values JSON cannot express (sets, objects, NaN...), and NUL
     characters, naming the key path of the first offence: `args["user"]["tags"][2]`.
     """
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):
         raise InvalidJobError(field, f"must be a JSON object (a dict), got {type(value).__name__}")
-    _check_json(value, field, 0)
+    if value:
+        _check_json(value, field, 0)
     return dict(value)
 
 
@@ -126,6 +129,8 @@ def _check_string(value: str, path: str, what: str = "") -> None:
         raise InvalidJobError(
             path, f"{what}contains a NUL character, which PostgreSQL jsonb cannot store"
         )
+    if value.isascii():  # O(1) in CPython; an ASCII string holds no lone surrogate
+        return
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
