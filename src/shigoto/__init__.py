@@ -32,6 +32,7 @@ from shigoto.outcomes import (
 )
 from shigoto.runtime.context import current_job, report_progress
 from shigoto.schedules import Cron, Daily, Every, Schedule, ScheduleInfo, Weekly
+from shigoto.unique import Unique
 from shigoto.worker import FunctionWorker, Worker
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "Snooze",
     "Status",
     "SyncShigoto",
+    "Unique",
     "UnknownWorkerError",
     "Weekly",
     "Worker",

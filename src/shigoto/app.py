@@ -412,13 +412,16 @@ class Shigoto(_Facade):
         spec = self._spec(spec)
         if self._testing is not None:
             return (await self._insert_for_testing([spec]))[0]
-        return await self._run(store.insert(self.queries, spec), conn)
+        unique = spec.unique is not None  # its lock lasts until the transaction ends
+        return await self._run(store.insert(self.queries, spec), conn, transaction=unique)
 
     async def insert_all(self, specs: Iterable[JobSpec], *, conn: Any = None) -> list[Job]:
         """Insert many jobs in one statement; returns them in the order given."""
+        specs = [self._spec(spec) for spec in specs]
         if self._testing is not None:
-            return await self._insert_for_testing([self._spec(spec) for spec in specs])
-        return await self._run(self._insert_all_op(specs), conn)
+            return await self._insert_for_testing(specs)
+        unique = any(spec.unique is not None for spec in specs)
+        return await self._run(self._insert_all_op(specs), conn, transaction=unique)
 
     async def _insert_for_testing(self, specs: list[JobSpec]) -> list[Job]:
         from shigoto.testing import run_inline
@@ -666,12 +669,15 @@ class SyncShigoto(_Facade):
         spec = self._spec(spec)
         if self.app._testing is not None:
             return self._insert_for_testing([spec])[0]
-        return self._run(store.insert(self.queries, spec), conn)
+        unique = spec.unique is not None
+        return self._run(store.insert(self.queries, spec), conn, transaction=unique)
 
     def insert_all(self, specs: Iterable[JobSpec], *, conn: Any = None) -> list[Job]:
+        specs = [self._spec(spec) for spec in specs]
         if self.app._testing is not None:
-            return self._insert_for_testing([self._spec(spec) for spec in specs])
-        return self._run(self._insert_all_op(specs), conn)
+            return self._insert_for_testing(specs)
+        unique = any(spec.unique is not None for spec in specs)
+        return self._run(self._insert_all_op(specs), conn, transaction=unique)
 
     def _insert_for_testing(self, specs: list[JobSpec]) -> list[Job]:
         from shigoto.testing import run_inline_sync

@@ -10,6 +10,7 @@ from typing import Any
 
 from shigoto import _validate as check
 from shigoto.outcomes import InvalidJobError
+from shigoto.unique import Unique, as_unique
 
 
 class JobState(enum.StrEnum):
@@ -158,6 +159,7 @@ class JobSpec:
     meta: dict[str, Any] = field(default_factory=dict)
     partition_key: str | None = None
     origin: str | None = None
+    unique: Unique | None = None
 
     @classmethod
     def build(
@@ -174,6 +176,7 @@ class JobSpec:
         meta: Mapping[str, Any] | None = None,
         partition_key: str | None = None,
         origin: str | None = None,
+        unique: Unique | bool | None = None,
     ) -> JobSpec:
         """Validate every field and return the spec; raises `InvalidJobError` on bad input."""
         if scheduled_at is not None and scheduled_in is not None:
@@ -200,4 +203,5 @@ class JobSpec:
             origin=None
             if origin is None
             else check.text(origin, "origin", max_length=check.MAX_NAME_LENGTH),
+            unique=as_unique(unique),
         )

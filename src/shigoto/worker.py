@@ -26,7 +26,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from shigoto import _validate as check
 from shigoto.job import Job, JobSpec
-from shigoto.outcomes import ConfigurationError, DuplicateWorkerError, UnknownWorkerError
+from shigoto.outcomes import (
+    ConfigurationError,
+    DuplicateWorkerError,
+    InvalidJobError,
+    UnknownWorkerError,
+)
 
 if TYPE_CHECKING:
     from shigoto.app import Shigoto
@@ -71,15 +76,19 @@ class Worker:
         """Make a validated `JobSpec` for this worker; options override its defaults.
 
         Options: queue, priority, max_attempts, scheduled_at, scheduled_in, tags (replace the
-        worker's), meta, partition_key, origin. Raises `InvalidJobError` on bad input.
+        worker's), meta, partition_key, origin, unique (`Unique(...)`, True, or False to
+        drop the worker's). Raises `InvalidJobError` on bad input.
         """
         defaults: dict[str, Any] = {
             "queue": cls.queue,
             "priority": cls.priority,
             "max_attempts": cls.max_attempts,
             "tags": list(cls.tags),
+            "unique": cls.unique,
         }
         merged = {**defaults, **{k: v for k, v in options.items() if v is not None}}
+        if merged.get("unique") is False:
+            merged["unique"] = None
         return JobSpec.build(cls._registered_name(), args, **merged)
 
     @classmethod
@@ -145,6 +154,13 @@ def _checked_options(options: Mapping[str, Any]) -> dict[str, Any]:
         checked["timeout"] = check.seconds(checked["timeout"], "timeout", allow_zero=False)
     if "tags" in checked:
         checked["tags"] = tuple(check.tags(checked["tags"]))
+    if "unique" in checked:
+        from shigoto.unique import as_unique
+
+        try:
+            checked["unique"] = as_unique(checked["unique"])
+        except InvalidJobError as error:
+            raise ConfigurationError(f"worker: {error}") from None
     if checked.get("cron") is not None:
         from shigoto.schedules import Cron, Schedule
 

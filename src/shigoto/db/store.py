@@ -5,6 +5,7 @@ job = await run_async(conn, insert(q, spec))
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from datetime import UTC, timedelta
@@ -55,12 +56,52 @@ def _spec_params(spec: JobSpec) -> dict[str, Any]:
 
 
 def insert(q: Queries, spec: JobSpec) -> Operation[Job]:
+    """Insert one job; a unique one (run it in a transaction) may return an existing job
+    marked `conflict=True` instead."""
+    if spec.unique is not None:
+        key = spec.unique.key_for(spec)
+        yield Statement(q.sql("lock_unique_key"), {"unique_key": key})
+        return (yield from _insert_unique(q, spec, key))
     result = yield Statement(q.sql("insert_job"), _spec_params(spec))
     return _job_from_spec(spec, result.rows[0])
 
 
+def _insert_unique(q: Queries, spec: JobSpec, key: str) -> Operation[Job]:
+    """Under the key's lock: the new job, or the existing one as a conflict (D5)."""
+    assert spec.unique is not None
+    params = {
+        **_spec_params(spec),
+        "unique_key": key,
+        "states": list(spec.unique.states),
+        "period": spec.unique.period,
+        "replace": list(spec.unique.replace),
+        "debounce": spec.unique.debounce,
+    }
+    result = yield Statement(q.sql("insert_unique_job"), params)
+    row = result.rows[0]
+    job = job_from_row(row)
+    return dataclasses.replace(job, conflict=True) if row["conflict"] else job
+
+
 def insert_all(q: Queries, specs: Sequence[JobSpec]) -> Operation[list[Job]]:
-    """Insert every spec in one statement; jobs come back in the order given."""
+    """Insert every spec; jobs come back in the order given. Plain jobs go in one
+    statement; unique ones (run it in a transaction) one by one, their keys locked first,
+    in a fixed order so that two such calls cannot deadlock."""
+    if not specs:
+        return []
+    keys = {i: s.unique.key_for(s) for i, s in enumerate(specs) if s.unique is not None}
+    if not keys:
+        return (yield from _insert_plain(q, specs))
+    for key in sorted(set(keys.values())):
+        yield Statement(q.sql("lock_unique_key"), {"unique_key": key})
+    plain = iter((yield from _insert_plain(q, [s for s in specs if s.unique is None])))
+    jobs = []
+    for i, spec in enumerate(specs):
+        jobs.append((yield from _insert_unique(q, spec, keys[i])) if i in keys else next(plain))
+    return jobs
+
+
+def _insert_plain(q: Queries, specs: Sequence[JobSpec]) -> Operation[list[Job]]:
     if not specs:
         return []
     document = json.dumps([_spec_document(spec) for spec in specs])
