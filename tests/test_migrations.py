@@ -70,7 +70,7 @@ async def test_processes_migrating_at_once_leave_one_correct_schema(
     ]
     outputs = [await p.communicate() for p in processes]
     assert [p.returncode for p in processes] == [0, 0, 0, 0], outputs
-    messages = sorted(out.decode().strip() for out, _ in outputs)
+    messages = sorted(" ".join(out.decode().split()) for out, _ in outputs)  # unwrapped
     assert messages[0] == f"applied {len(SHIPPED)} migration(s): {', '.join(SHIPPED)}"
     assert messages[1:] == [f"schema '{schema}' is up to date"] * 3
     assert await _applied(db, schema) == SHIPPED_ROWS

@@ -34,7 +34,12 @@ from shigoto.db.embedded import embedded_dsn
 from shigoto.db.operations import Operation, run_async, run_sync
 from shigoto.db.queries import Queries
 from shigoto.job import FINAL_STATES, Job, JobSpec, JobState
-from shigoto.outcomes import ConfigurationError, InvalidJobError, InvalidScheduleError
+from shigoto.outcomes import (
+    ConfigurationError,
+    InvalidJobError,
+    InvalidScheduleError,
+    JobNotFoundError,
+)
 from shigoto.schedules import Cron, Schedule, ScheduleInfo, catch_up_policy
 from shigoto.worker import FunctionWorker, Worker, WorkerRegistry
 
@@ -48,6 +53,7 @@ W = TypeVar("W", bound=type[Worker])
 logger = logging.getLogger("shigoto.app")
 
 MAX_PAGE = 1000
+RECHECK = 5.0  # seconds between looks at a waited-for job when no notification comes
 
 
 class _Facade:
@@ -512,6 +518,34 @@ class Shigoto(_Facade):
     async def status(self) -> Status:
         """Job counts by queue and state, and each queue's oldest available job age."""
         return await self._run(store.status(self.queries))
+
+    async def wait_for(self, job_id: int, timeout: float | None = None) -> Job:
+        """Wait until a job is finished (completed, discarded or cancelled) and return it.
+
+        job = await app.wait_for(job.id, timeout=30)
+        job.state, job.result
+
+        Woken by a notification when the job ends (LISTEN on a connection of its own, no
+        polling); raises `TimeoutError` after `timeout` seconds and `JobNotFoundError` if
+        there is no such job.
+        """
+        check.integer(job_id, "job_id", (1, 2**63 - 1))
+        if timeout is not None:
+            check.seconds(timeout, "timeout")
+        async with asyncio.timeout(timeout):
+            async with await self._connect_listener() as listener:
+                await run_async(listener, store.listen_finished(self.queries))
+                job = await self._run(store.await_job(self.queries, job_id))
+                while job is not None and not job.state.is_final:
+                    # The notification, or a look every RECHECK seconds in case the listener
+                    # missed it (a reconnect drops notifications).
+                    async for note in listener.notifies(timeout=RECHECK):
+                        if note.payload == str(job_id):
+                            break
+                    job = await self.get_job(job_id)
+        if job is None:
+            raise JobNotFoundError(job_id)
+        return job
 
     # -- schedules ---------------------------------------------------------------------------
 

@@ -86,6 +86,14 @@ class InvalidScheduleError(ShigotoError, ValueError):
     """A schedule (cron expression, interval, time zone, catch-up policy) was rejected."""
 
 
+class JobNotFoundError(ShigotoError, LookupError):
+    """No job has the given id (it never existed, or was deleted or archived)."""
+
+    def __init__(self, job_id: int) -> None:
+        self.job_id = job_id
+        super().__init__(f"no job with id {job_id}")
+
+
 class UnknownWorkerError(ShigotoError, LookupError):
     """No worker is registered under the given name."""
 

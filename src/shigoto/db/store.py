@@ -227,3 +227,13 @@ def set_queue_paused(q: Queries, queue: str, paused: bool) -> Operation[None]:
 def paused_queues(q: Queries) -> Operation[list[str]]:
     result = yield Statement(q.sql("paused_queues"))
     return [row["name"] for row in result.rows]
+
+
+def await_job(q: Queries, job_id: int) -> Operation[Job | None]:
+    """Mark a job as waited for (its end is then announced) and return it as it is now."""
+    result = yield Statement(q.sql("await_job"), {"id": job_id})
+    return job_from_row(result.rows[0]) if result.rows else None
+
+
+def listen_finished(q: Queries) -> Operation[None]:
+    yield Statement(q.sql("listen_finished"))

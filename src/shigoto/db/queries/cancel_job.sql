@@ -8,4 +8,6 @@ UPDATE __schema__.jobs AS j
 SET state = 'cancelled', cancelled_at = now()
 FROM target
 WHERE j.id = target.id
-RETURNING j.id, target.state::text AS previous_state
+RETURNING j.id, target.state::text AS previous_state,
+    (CASE WHEN j.awaited THEN pg_notify('__schema__.jobs_finished', j.id::text) END)::text
+        AS announced

@@ -12,7 +12,9 @@ WITH target AS (
     SET state = 'cancelled', cancelled_at = now()
     FROM target
     WHERE j.id = target.id
-    RETURNING j.id, target.state AS previous_state
+    RETURNING j.id, target.state AS previous_state,
+        (CASE WHEN j.awaited THEN pg_notify('__schema__.jobs_finished', j.id::text) END)::text
+            AS announced
 )
 SELECT count(*) AS count,
        coalesce(array_agg(id) FILTER (WHERE previous_state = 'executing'), '{}') AS executing

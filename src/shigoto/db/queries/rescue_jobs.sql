@@ -29,4 +29,6 @@ SET state = (CASE WHEN j.attempt >= j.max_attempts THEN 'discarded' ELSE 'availa
         'traceback', NULL))
 FROM orphaned
 WHERE j.id = orphaned.id
-RETURNING j.*
+RETURNING j.*,
+    (CASE WHEN j.awaited AND j.state = 'discarded'
+          THEN pg_notify('__schema__.jobs_finished', j.id::text) END)::text AS announced

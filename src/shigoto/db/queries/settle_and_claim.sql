@@ -13,7 +13,8 @@
 -- of the table under a generic plan, which prepared statements get).
 --
 -- One row per claimed job, each carrying the ids of the outcomes written (`acked`); a
--- single row of NULL job columns when nothing was claimed.
+-- single row of NULL job columns when nothing was claimed. Finished jobs that someone
+-- waits for are announced on `jobs_finished` (migration 0004).
 WITH outcome AS (
     SELECT * FROM jsonb_to_recordset(%(outcomes)s::jsonb) AS o(
         id bigint, attempt integer, state text, refund boolean,
@@ -37,7 +38,7 @@ WITH outcome AS (
       AND j.state = 'executing'
       AND j.attempted_by = %(node)s
       AND j.attempt = o.attempt
-    RETURNING j.id
+    RETURNING j.id, j.state, j.awaited
 ), claimed AS (
     UPDATE __schema__.jobs AS j
     SET state = 'executing', attempt = j.attempt + 1, attempted_at = now(),
@@ -47,6 +48,13 @@ __pick__
     ))
     RETURNING j.*
 )
-SELECT s.acked, c.*
-FROM (SELECT COALESCE(array_agg(id), '{}') AS acked FROM settled) AS s
+SELECT s.acked, s.announced, c.*
+FROM (
+    SELECT COALESCE(array_agg(id), '{}') AS acked,
+           -- Jobs someone waits for (app.wait_for): say they finished.
+           count(pg_notify('__schema__.jobs_finished', id::text))
+               FILTER (WHERE awaited AND state IN ('completed', 'discarded', 'cancelled'))
+               AS announced
+    FROM settled
+) AS s
 LEFT JOIN claimed AS c ON true

@@ -1,0 +1,1 @@
+LISTEN "__schema__.jobs_finished"
