@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from psycopg import sql
 
-from shigoto import Job, JobState, Shigoto
+from shigoto import InvalidJobError, Job, JobSpec, JobState, Shigoto
 
 
 @pytest.fixture
@@ -231,3 +233,57 @@ async def test_status_counts_by_queue_and_state(app: Shigoto, greet, force) -> N
     assert status.queues["other"].oldest_available_age is None
     assert status.count("available") == 4
     assert status.count(JobState.COMPLETED, queue="greetings") == 0
+
+
+async def test_cancel_by_tags_over_a_hundred_thousand_jobs_in_short_batches(
+    app: Shigoto, db, schema: str
+) -> None:
+    tagged = [JobSpec.build("bulk", {"n": n}, tags=["import-42"]) for n in range(100_000)]
+    await app.insert_all(tagged[:50_000])
+    await app.insert_all(tagged[50_000:])
+    await app.insert_all([JobSpec.build("bulk", {}, tags=["other"]) for _ in range(100)])
+
+    # While it runs, single inserts go through: no statement holds the table for long.
+    slowest = 0.0
+    done = asyncio.Event()
+
+    async def keep_inserting() -> None:
+        nonlocal slowest
+        while not done.is_set():
+            began = time.monotonic()
+            await app.insert(JobSpec.build("probe", {}))
+            slowest = max(slowest, time.monotonic() - began)
+
+    prober = asyncio.create_task(keep_inserting())
+    count = await app.cancel_by(tags=["import-42"])
+    done.set()
+    await prober
+    assert count == 100_000
+    cur = await db.execute(
+        sql.SQL("SELECT state, count(*) FROM {} WHERE worker = 'bulk' GROUP BY state").format(
+            sql.Identifier(schema, "jobs")
+        )
+    )
+    assert sorted(await cur.fetchall()) == [("available", 100), ("cancelled", 100_000)]
+    assert slowest < 1.0, slowest
+
+
+async def test_delete_by_and_retry_by_take_a_time_range(app: Shigoto, db, schema: str) -> None:
+    old = await app.insert_all([JobSpec.build("w", {}) for _ in range(3)])
+    await db.execute(
+        sql.SQL("UPDATE {} SET inserted_at = now() - interval '2 days' WHERE id = ANY(%s)").format(
+            sql.Identifier(schema, "jobs")
+        ),
+        [[job.id for job in old]],
+    )
+    new = await app.insert_all([JobSpec.build("w", {}) for _ in range(2)])
+    day_ago = datetime.now(UTC) - timedelta(days=1)
+    assert await app.cancel_by(worker="w", until=day_ago) == 3
+    assert await app.retry_by(worker="w", since=day_ago) == 0  # the new ones are not finished
+    assert await app.retry_by(worker="w", until=day_ago) == 3
+    assert await app.cancel_by(worker="w") == 5
+    assert await app.delete_by(worker="w", since=day_ago) == 2
+    assert {j.id for j in (await app.list_jobs(worker="w")).jobs} == {j.id for j in old}
+    assert [await app.get_job(j.id) for j in new] == [None, None]
+    with pytest.raises(InvalidJobError, match="not allowed"):
+        await app.delete_by(worker="w", states=["executing"])

@@ -172,7 +172,7 @@ class _Facade:
         filter_ = JobFilter.build(state=states, **where)
         if filter_.is_empty():
             raise InvalidJobError(
-                "filter", "give at least one of queue, worker, tags or states to choose the jobs"
+                "filter", "give at least one of queue, worker, tags, states, since or until"
             )
         return filter_.only_states(allowed, default)
 
@@ -183,6 +183,11 @@ class _Facade:
     def _retry_by_op(self, where: dict[str, Any]) -> Operation[int]:
         default = [JobState.DISCARDED, JobState.CANCELLED]
         return store.retry_by(self.queries, self._bulk_filter(where, RETRYABLE_STATES, default))
+
+    def _delete_by_op(self, where: dict[str, Any]) -> Operation[int]:
+        deletable = [s for s in JobState if s is not JobState.EXECUTING]
+        finished = [s for s in JobState if s in FINAL_STATES]
+        return store.delete_by(self.queries, self._bulk_filter(where, deletable, finished))
 
     def _delete_finished_op(
         self, older_than: float | timedelta, queue: str | Iterable[str] | None
@@ -488,10 +493,16 @@ class Shigoto(_Facade):
         worker: str | Iterable[str] | None = None,
         tags: Iterable[str] | None = None,
         states: Iterable[JobState | str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> int:
-        """Cancel every matching job (default: all not executing or finished); returns a count."""
+        """Cancel every matching job (default: all not executing or finished); returns a count.
+
+        `since`/`until` bound `inserted_at`. Works in batches of 5,000, each a short
+        transaction of its own, so that a million matching jobs never hold locks for long.
+        """
         where = {"queue": queue, "worker": worker, "tags": tags, "states": states}
-        return await self._run(self._cancel_by_op(where))
+        return await self._run(self._cancel_by_op({**where, "since": since, "until": until}))
 
     async def retry_by(
         self,
@@ -500,10 +511,28 @@ class Shigoto(_Facade):
         worker: str | Iterable[str] | None = None,
         tags: Iterable[str] | None = None,
         states: Iterable[JobState | str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> int:
-        """Retry every matching job (default states: discarded, cancelled); returns a count."""
+        """Retry every matching job (default states: discarded, cancelled); returns a count.
+        Batched like `cancel_by`."""
         where = {"queue": queue, "worker": worker, "tags": tags, "states": states}
-        return await self._run(self._retry_by_op(where))
+        return await self._run(self._retry_by_op({**where, "since": since, "until": until}))
+
+    async def delete_by(
+        self,
+        *,
+        queue: str | Iterable[str] | None = None,
+        worker: str | Iterable[str] | None = None,
+        tags: Iterable[str] | None = None,
+        states: Iterable[JobState | str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        """Delete every matching job (default states: completed, discarded, cancelled; never
+        an executing one); returns a count. Batched like `cancel_by`."""
+        where = {"queue": queue, "worker": worker, "tags": tags, "states": states}
+        return await self._run(self._delete_by_op({**where, "since": since, "until": until}))
 
     async def delete(self, job_id: int) -> bool:
         """Delete one job that is not executing; False if there was none to delete."""
@@ -748,6 +777,9 @@ class SyncShigoto(_Facade):
 
     def retry_by(self, **where: Any) -> int:
         return self._run(self._retry_by_op(where))
+
+    def delete_by(self, **where: Any) -> int:
+        return self._run(self._delete_by_op(where))
 
     def delete(self, job_id: int) -> bool:
         return self._run(store.delete(self.queries, job_id))

@@ -19,6 +19,7 @@ from shigoto.db.queries import Queries
 from shigoto.job import STATE_OF, Job, JobSpec, JobState
 
 DELETE_BATCH = 5_000
+BULK_BATCH = 5_000  # rows per statement of cancel_by, retry_by and delete_by
 SIGNAL_IDS = 500  # ids per NOTIFY payload, well under PostgreSQL's 8,000-byte limit
 _TIMESTAMPS = (
     "inserted_at",
@@ -158,11 +159,18 @@ def cancel(q: Queries, job_id: int) -> Operation[bool]:
 
 
 def cancel_by(q: Queries, where: JobFilter) -> Operation[int]:
-    result = yield Statement(q.sql("cancel_jobs"), where.params())
-    running: list[int] = result.rows[0]["executing"]
-    for start in range(0, len(running), SIGNAL_IDS):
-        yield from signal(q, {"action": "cancel", "ids": running[start : start + SIGNAL_IDS]})
-    return int(result.rows[0]["count"])
+    """Cancel in batches of BULK_BATCH, each its own short transaction; returns the count."""
+    total = 0
+    while True:
+        result = yield Statement(q.sql("cancel_jobs"), {**where.params(), "limit": BULK_BATCH})
+        running: list[int] = result.rows[0]["executing"]
+        for start in range(0, len(running), SIGNAL_IDS):
+            ids = running[start : start + SIGNAL_IDS]
+            yield from signal(q, {"action": "cancel", "ids": ids})
+        count = int(result.rows[0]["count"])
+        total += count
+        if count < BULK_BATCH:
+            return total
 
 
 def signal(q: Queries, message: dict[str, Any]) -> Operation[None]:
@@ -176,8 +184,21 @@ def retry(q: Queries, job_id: int) -> Operation[bool]:
 
 
 def retry_by(q: Queries, where: JobFilter) -> Operation[int]:
-    result = yield Statement(q.sql("retry_jobs"), where.params())
-    return result.rowcount
+    return (yield from _in_batches(q, "retry_jobs", where))
+
+
+def delete_by(q: Queries, where: JobFilter) -> Operation[int]:
+    return (yield from _in_batches(q, "delete_jobs", where))
+
+
+def _in_batches(q: Queries, query: str, where: JobFilter) -> Operation[int]:
+    """Run a batched bulk statement until a batch comes back short; the total count."""
+    total = 0
+    while True:
+        result = yield Statement(q.sql(query), {**where.params(), "limit": BULK_BATCH})
+        total += result.rowcount
+        if result.rowcount < BULK_BATCH:
+            return total
 
 
 def delete(q: Queries, job_id: int) -> Operation[bool]:

@@ -1,12 +1,17 @@
--- Cancel every job matching the filters (NULL = no filter) in the given states. Returns the
--- count and the ids of jobs that were running, whose nodes are then told to stop them.
+-- Cancel one batch of the jobs matching the filters (NULL = no filter) in the given states;
+-- called until a batch comes back short, so no statement holds many locks for long. Rows
+-- locked by someone else at that instant are skipped (a node claiming them, say). Returns
+-- the count and the ids of jobs that were running, whose nodes are then told to stop them.
 WITH target AS (
     SELECT id, state FROM __schema__.jobs
     WHERE state = ANY(%(states)s::__schema__.job_state[])
       AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
       AND (%(workers)s::text[] IS NULL OR worker = ANY(%(workers)s::text[]))
       AND (%(tags)s::text[] IS NULL OR tags @> %(tags)s::text[])
-    FOR UPDATE
+      AND (%(since)s::timestamptz IS NULL OR inserted_at >= %(since)s::timestamptz)
+      AND (%(until)s::timestamptz IS NULL OR inserted_at < %(until)s::timestamptz)
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
 ), cancelled AS (
     UPDATE __schema__.jobs AS j
     SET state = 'cancelled', cancelled_at = now()
