@@ -15,7 +15,7 @@ from shigoto._version import __version__
 from shigoto.admin import JobFilter, JobPage, QueueStatus, Status
 from shigoto.app import Shigoto, SyncShigoto
 from shigoto.config import Config
-from shigoto.job import FINAL_STATES, Job, JobSpec, JobState
+from shigoto.job import FINAL_STATES, Job, JobSpec, JobState, Ref
 from shigoto.outcomes import (
     Cancel,
     ConfigurationError,
@@ -31,7 +31,7 @@ from shigoto.outcomes import (
     Snooze,
     UnknownWorkerError,
 )
-from shigoto.runtime.context import current_job, report_progress
+from shigoto.runtime.context import current_job, dependency_results, report_progress
 from shigoto.schedules import Cron, Daily, Every, Schedule, ScheduleInfo, Weekly
 from shigoto.unique import Unique
 from shigoto.worker import FunctionWorker, Worker
@@ -58,6 +58,7 @@ __all__ = [
     "JobState",
     "MigrationError",
     "QueueStatus",
+    "Ref",
     "RetryAfter",
     "Schedule",
     "ScheduleInfo",
@@ -72,5 +73,6 @@ __all__ = [
     "Worker",
     "__version__",
     "current_job",
+    "dependency_results",
     "report_progress",
 ]

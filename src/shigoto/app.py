@@ -56,6 +56,12 @@ MAX_PAGE = 1000
 RECHECK = 5.0  # seconds between looks at a waited-for job when no notification comes
 
 
+def _needs_transaction(spec: JobSpec) -> bool:
+    """A unique job (its key's lock lasts the transaction) or one depending on a job of the
+    same call (linked after the insert) must be written in one transaction."""
+    return spec.unique is not None or any(not isinstance(d, int) for d in spec.depends_on)
+
+
 class _Facade:
     """What the async app and its sync twin share: configuration and the operations."""
 
@@ -431,8 +437,8 @@ class Shigoto(_Facade):
         specs = [self._spec(spec) for spec in specs]
         if self._testing is not None:
             return await self._insert_for_testing(specs)
-        unique = any(spec.unique is not None for spec in specs)
-        return await self._run(self._insert_all_op(specs), conn, transaction=unique)
+        together = any(_needs_transaction(spec) for spec in specs)
+        return await self._run(self._insert_all_op(specs), conn, transaction=together)
 
     async def _insert_for_testing(self, specs: list[JobSpec]) -> list[Job]:
         from shigoto.testing import run_inline
@@ -739,8 +745,8 @@ class SyncShigoto(_Facade):
         specs = [self._spec(spec) for spec in specs]
         if self.app._testing is not None:
             return self._insert_for_testing(specs)
-        unique = any(spec.unique is not None for spec in specs)
-        return self._run(self._insert_all_op(specs), conn, transaction=unique)
+        together = any(_needs_transaction(spec) for spec in specs)
+        return self._run(self._insert_all_op(specs), conn, transaction=together)
 
     def _insert_for_testing(self, specs: list[JobSpec]) -> list[Job]:
         from shigoto.testing import run_inline_sync

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -95,6 +95,7 @@ class Job:
         state: JobState,
         inserted_at: datetime,
         scheduled_at: datetime,
+        depends_on: list[int] | None = None,
     ) -> Job:
         """The job a spec becomes once inserted (the database fills in the rest)."""
         return cls(
@@ -122,7 +123,7 @@ class Job:
             unique_key=None,
             partition_key=spec.partition_key,
             batch_id=None,
-            depends_on=[],
+            depends_on=depends_on or [],
             parent_id=None,
             origin=spec.origin,
         )
@@ -160,6 +161,10 @@ class JobSpec:
     partition_key: str | None = None
     origin: str | None = None
     unique: Unique | None = None
+    # Existing job ids, and in `insert_all` other specs of the same call (the spec itself or
+    # `Ref(position)`): the job waits until all of them complete (decision D6).
+    depends_on: tuple[int | JobSpec | Ref, ...] = ()
+    on_dependency_failure: str = "cancel"  # or "run": run even if a dependency failed
 
     @classmethod
     def build(
@@ -177,6 +182,8 @@ class JobSpec:
         partition_key: str | None = None,
         origin: str | None = None,
         unique: Unique | bool | None = None,
+        depends_on: Iterable[int | JobSpec | Ref] | None = None,
+        on_dependency_failure: str = "cancel",
     ) -> JobSpec:
         """Validate every field and return the spec; raises `InvalidJobError` on bad input."""
         if scheduled_at is not None and scheduled_in is not None:
@@ -204,4 +211,36 @@ class JobSpec:
             if origin is None
             else check.text(origin, "origin", max_length=check.MAX_NAME_LENGTH),
             unique=as_unique(unique),
+            depends_on=_dependencies(depends_on),
+            on_dependency_failure=_dependency_policy(on_dependency_failure),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """In `insert_all`, the job at this position of the same call: `depends_on=[Ref(0)]`."""
+
+    position: int
+
+    def __post_init__(self) -> None:
+        check.integer(self.position, "depends_on", (0, 10_000_000))
+
+
+def _dependencies(value: Iterable[int | JobSpec | Ref] | None) -> tuple[int | JobSpec | Ref, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, int | JobSpec | Ref | str):
+        raise InvalidJobError("depends_on", "expected a list of job ids, specs or Refs")
+    items = tuple(value)
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int | JobSpec | Ref):
+            raise InvalidJobError("depends_on", f"expected job ids, specs or Refs, got {item!r}")
+        if isinstance(item, int) and item < 1:
+            raise InvalidJobError("depends_on", f"{item} is not a job id")
+    return tuple(dict.fromkeys(items)) if all(isinstance(i, int) for i in items) else items
+
+
+def _dependency_policy(value: object) -> str:
+    if value not in ("cancel", "run"):
+        raise InvalidJobError("on_dependency_failure", f"expected 'cancel' or 'run', got {value!r}")
+    return str(value)

@@ -119,6 +119,28 @@ def stage(
     return {row["queue"]: row["staged"] for row in result.rows}
 
 
+RESOLVE_BATCH = 5_000
+
+
+def results_of(q: Queries, ids: Sequence[int]) -> Operation[dict[int, Any]]:
+    """The stored results of completed jobs, by id (others are left out)."""
+    result = yield Statement(q.sql("results_of"), {"ids": list(ids)})
+    return {row["id"]: row["result"] for row in result.rows}
+
+
+def resolve_dependencies(q: Queries) -> Operation[set[str]]:
+    """Release or cancel waiting jobs by their dependencies' states (decision D6), batch
+    after batch and again while cancellations cascade; returns the queues released into."""
+    queues: set[str] = set()
+    for _ in range(100):  # a bound: a chain 100 deep takes more than one stager pass
+        result = yield Statement(q.sql("resolve_dependencies"), {"limit": RESOLVE_BATCH})
+        row = result.rows[0]
+        queues.update(row["queues"])
+        if row["changed"] == 0 and row["looked_at"] < RESOLVE_BATCH:
+            return queues
+    return queues
+
+
 def record_progress(
     q: Queries, updates: Mapping[tuple[int, int], float], *, node: str
 ) -> Operation[None]:

@@ -13,10 +13,12 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from shigoto import dependencies
 from shigoto.admin import JobFilter, JobPage, QueueStatus, Status
 from shigoto.db.operations import Operation, Statement
 from shigoto.db.queries import Queries
 from shigoto.job import STATE_OF, Job, JobSpec, JobState
+from shigoto.outcomes import InvalidJobError
 
 DELETE_BATCH = 5_000
 BULK_BATCH = 5_000  # rows per statement of cancel_by, retry_by and delete_by
@@ -53,18 +55,37 @@ def _spec_params(spec: JobSpec) -> dict[str, Any]:
         "scheduled_at": spec.scheduled_at,
         "partition_key": spec.partition_key,
         "origin": spec.origin,
+        "depends_on": [i for i in spec.depends_on if isinstance(i, int)],
+        "on_dependency_failure": spec.on_dependency_failure,
     }
 
 
 def insert(q: Queries, spec: JobSpec) -> Operation[Job]:
     """Insert one job; a unique one (run it in a transaction) may return an existing job
     marked `conflict=True` instead."""
+    if any(not isinstance(item, int) for item in spec.depends_on):
+        raise InvalidJobError(
+            "depends_on", "jobs of the same call (specs, Refs) can be named in insert_all only"
+        )
+    yield from _check_exist(q, [i for i in spec.depends_on if isinstance(i, int)])
     if spec.unique is not None:
         key = spec.unique.key_for(spec)
         yield Statement(q.sql("lock_unique_key"), {"unique_key": key})
         return (yield from _insert_unique(q, spec, key))
     result = yield Statement(q.sql("insert_job"), _spec_params(spec))
-    return _job_from_spec(spec, result.rows[0])
+    return _job_from_spec(spec, result.rows[0], list(result.rows[0]["depends_on"]))
+
+
+def _check_exist(q: Queries, ids: list[int]) -> Operation[None]:
+    """Dependencies must name existing jobs (decision D6)."""
+    if not ids:
+        return
+    result = yield Statement(q.sql("missing_jobs"), {"ids": ids})
+    missing = result.rows[0]["missing"]
+    if missing:
+        raise InvalidJobError(
+            "depends_on", f"no job with id {', '.join(map(str, sorted(missing)))}"
+        )
 
 
 def _insert_unique(q: Queries, spec: JobSpec, key: str) -> Operation[Job]:
@@ -86,30 +107,56 @@ def _insert_unique(q: Queries, spec: JobSpec, key: str) -> Operation[Job]:
 
 def insert_all(q: Queries, specs: Sequence[JobSpec]) -> Operation[list[Job]]:
     """Insert every spec; jobs come back in the order given. Plain jobs go in one
-    statement; unique ones (run it in a transaction) one by one, their keys locked first,
-    in a fixed order so that two such calls cannot deadlock."""
+    statement; unique ones one by one, their keys locked first, in a fixed order so that
+    two such calls cannot deadlock; dependencies on jobs of the same call are linked last.
+    Run it in a transaction when any spec is unique or names a job of the call."""
     if not specs:
         return []
+    deps = dependencies.plan(specs)
+    yield from _check_exist(q, deps.named_ids)
     keys = {i: s.unique.key_for(s) for i, s in enumerate(specs) if s.unique is not None}
-    if not keys:
-        return (yield from _insert_plain(q, specs))
     for key in sorted(set(keys.values())):
         yield Statement(q.sql("lock_unique_key"), {"unique_key": key})
-    plain = iter((yield from _insert_plain(q, [s for s in specs if s.unique is None])))
+    plain_specs = [(i, s) for i, s in enumerate(specs) if s.unique is None]
+    plain = iter((yield from _insert_plain(q, plain_specs, deps)))
     jobs = []
     for i, spec in enumerate(specs):
         jobs.append((yield from _insert_unique(q, spec, keys[i])) if i in keys else next(plain))
+    if deps.has_local:
+        links = [(jobs[i].id, jobs[j].id) for i, js in enumerate(deps.local) for j in js]
+        yield Statement(
+            q.sql("link_dependencies"),
+            {"ids": [a for a, _ in links], "dependencies": [b for _, b in links]},
+        )
+        jobs = [
+            dataclasses.replace(job, depends_on=[*job.depends_on, *(jobs[j].id for j in js)])
+            if js
+            else job
+            for job, js in zip(jobs, deps.local, strict=True)
+        ]
     return jobs
 
 
-def _insert_plain(q: Queries, specs: Sequence[JobSpec]) -> Operation[list[Job]]:
+def _insert_plain(
+    q: Queries, specs: Sequence[tuple[int, JobSpec]], deps: dependencies.Plan
+) -> Operation[list[Job]]:
     if not specs:
         return []
-    document = json.dumps([_spec_document(spec) for spec in specs])
-    result = yield Statement(q.sql("insert_jobs"), {"jobs": document})
+    documents = []
+    for i, spec in specs:
+        document = _spec_document(spec)
+        if spec.depends_on:
+            document["depends_on"] = deps.existing[i]
+            document["waits"] = bool(deps.local[i])
+            document["on_dependency_failure"] = spec.on_dependency_failure
+        documents.append(document)
+    result = yield Statement(q.sql("insert_jobs"), {"jobs": json.dumps(documents)})
     # Ids are drawn in the array's order, so sorting by id restores the caller's order.
     rows = sorted(result.rows, key=lambda row: row["id"])
-    return [_job_from_spec(spec, row) for spec, row in zip(specs, rows, strict=True)]
+    return [
+        _job_from_spec(spec, row, deps.existing[i])
+        for (i, spec), row in zip(specs, rows, strict=True)
+    ]
 
 
 def _spec_document(spec: JobSpec) -> dict[str, Any]:
@@ -128,10 +175,11 @@ def _spec_document(spec: JobSpec) -> dict[str, Any]:
     }
 
 
-def _job_from_spec(spec: JobSpec, row: dict[str, Any]) -> Job:
+def _job_from_spec(spec: JobSpec, row: dict[str, Any], depends_on: list[int]) -> Job:
     """The job just inserted, from its spec and the columns the database filled in."""
     return Job.from_spec(
         spec,
+        depends_on=depends_on,
         id=row["id"],
         state=STATE_OF[row["state"]],
         inserted_at=row["inserted_at"].astimezone(UTC),

@@ -9,15 +9,17 @@
             ...
             report_progress(100 * (i + 1) / len(chunks))
 
-Both work in async workers and in plain-function workers (which run in threads).
+Both work in async workers and in plain-function workers (which run in threads). An async
+worker reads what its dependencies returned with `await dependency_results()`.
 """
 
 from __future__ import annotations
 
 import contextvars
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from shigoto.job import Job
 from shigoto.outcomes import InvalidJobError, ShigotoError
@@ -29,6 +31,8 @@ class JobRun:
 
     job: Job
     report: Callable[[Job, float], None] = field(default=lambda job, percent: None)
+    # Reads the results of jobs by id (the node's database access), for dependency_results.
+    results: Callable[[list[int]], Awaitable[dict[int, Any]]] | None = None
     stop_reason: str | None = None  # "shutdown", "cancelled", "fenced", "paused", "job-paused"
 
 
@@ -64,6 +68,19 @@ def report_progress(percent: float) -> None:
         raise InvalidJobError("progress", f"must be a number from 0 to 100, got {percent!r}")
     run = current_run()
     run.report(run.job, float(percent))
+
+
+async def dependency_results() -> dict[int, Any]:
+    """What the running job's dependencies returned, by job id (decision D6): `None` for
+    one that did not complete (a job made with on_dependency_failure="run")."""
+    run = current_run()
+    ids = list(run.job.depends_on)
+    if not ids:
+        return {}
+    if run.results is None:
+        raise NotInJobError("dependency_results: this job runs without database access")
+    found = await run.results(ids)
+    return {job_id: found.get(job_id) for job_id in ids}
 
 
 def enter(run: JobRun) -> contextvars.Token[JobRun]:

@@ -147,11 +147,15 @@ class Producer:
     def _start(self, job: Job) -> None:
         # A run of an earlier attempt still here lost its job to a rescue: stop it.
         self.cancel_job(job.id, "cancelled")
-        run = JobRun(job, report=self._acker.report_progress)
+        run = JobRun(job, report=self._acker.report_progress, results=self._results)
         task = asyncio.create_task(self._execute(run), name=f"shigoto-job-{job.id}")
         key = (job.id, job.attempt)
         self.running[key] = (task, run)
         task.add_done_callback(lambda _: self._finished(key))
+
+    async def _results(self, ids: list[int]) -> dict[int, Any]:
+        found: dict[int, Any] = await self._db(execution.results_of(self._q, ids))
+        return found
 
     def _finished(self, key: tuple[int, int]) -> None:
         self.running.pop(key, None)

@@ -1,5 +1,6 @@
 """Makes due jobs available: scheduled jobs whose time has come and failed jobs whose
-backoff is over (decision D2), then wakes their queues.
+backoff is over (decision D2), and jobs whose dependencies have completed (or cancels them
+when one failed, D6); then wakes their queues.
 
 Every node stages; `FOR UPDATE SKIP LOCKED` keeps them out of each other's way, so no
 leader is needed and a dead node never stops the staging.
@@ -38,10 +39,11 @@ class Stager:
         while True:
             try:
                 staged: dict[str, int] = await self._db(execution.stage(self._q))
+                released = await self._db(execution.resolve_dependencies(self._q))
             except TRANSIENT as error:
                 logger.warning("staging failed, retrying: %s", error)
-                staged = {}
-            for queue in staged:
+                staged, released = {}, set()
+            for queue in {*staged, *released}:
                 self._on_staged(queue)
             if sum(staged.values()) < execution.STAGE_BATCH:
                 await asyncio.sleep(self._interval)

@@ -41,13 +41,18 @@ WITH existing AS (
 ), fresh AS (
     INSERT INTO __schema__.jobs
         (state, queue, worker, args, meta, tags, priority, max_attempts,
-         scheduled_at, partition_key, origin, unique_key)
+         scheduled_at, partition_key, origin, unique_key, depends_on, on_dependency_failure)
     SELECT
-        (CASE WHEN %(scheduled_at)s::timestamptz > now() THEN 'scheduled' ELSE 'available' END)
+        (CASE WHEN EXISTS (SELECT 1 FROM __schema__.jobs AS d
+                           WHERE d.id = ANY(%(depends_on)s::bigint[])
+                             AND d.state <> 'completed')
+                  THEN 'waiting'
+              WHEN %(scheduled_at)s::timestamptz > now() THEN 'scheduled'
+              ELSE 'available' END)
             ::__schema__.job_state,
         %(queue)s, %(worker)s, %(args)s, %(meta)s, %(tags)s::text[], %(priority)s,
         %(max_attempts)s, COALESCE(%(scheduled_at)s::timestamptz, now()), %(partition_key)s,
-        %(origin)s, %(unique_key)s
+        %(origin)s, %(unique_key)s, %(depends_on)s::bigint[], %(on_dependency_failure)s
     WHERE NOT EXISTS (SELECT 1 FROM existing)
     RETURNING *
 )
