@@ -140,3 +140,24 @@ async def test_a_dependency_already_completed_does_not_hold_a_job_back(
     b = await fast_app.insert(JobSpec.build("step", {"name": "B"}, depends_on=[a.id]))
     assert b.state is JobState.AVAILABLE
     assert (await _final(fast_app, b.id)).result == {"name": "B", "saw": ["A"]}
+
+
+async def test_dependents_are_released_as_soon_as_their_dependencies_finish(
+    dsn: str, schema: str
+) -> None:
+    # The stager's pass comes every 30 s here: only the node's own nudge can be this quick.
+    app = Shigoto(dsn=dsn, schema=schema, **{**FAST, "stage_interval": 30.0})  # type: ignore[arg-type]
+    _register(app)
+    await app.migrate()
+    chain = [JobSpec.build("step", {"name": "0"})]
+    for n in range(1, 4):
+        chain.append(JobSpec.build("step", {"name": str(n)}, depends_on=[chain[-1]]))
+    try:
+        await app.start()
+        await asyncio.sleep(0.5)  # past the stager's first pass, which runs at start
+        jobs = await app.insert_all(chain)
+        last = await asyncio.wait_for(_final(app, jobs[-1].id), timeout=5)
+    finally:
+        await app.stop(timeout=0)
+        await app.close()
+    assert last.state is JobState.COMPLETED

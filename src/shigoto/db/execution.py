@@ -59,6 +59,7 @@ class Settled:
 
     applied: set[int]
     claimed: list[Job]
+    dependents_may_wait: bool = False  # some job finished and some job waits on others
 
 
 def settle_and_claim(
@@ -87,10 +88,11 @@ def settle_and_claim(
     }
     result = yield Statement(q.claim_sql(fair), params)
     applied = set(result.rows[0]["acked"]) if result.rows else set()
+    waiting = bool(result.rows and result.rows[0]["dependents_may_wait"])
     jobs = [job_from_row(row) for row in result.rows if row["id"] is not None]
     if not fair:  # UPDATE ... RETURNING does not keep the pick's order: restore it.
         jobs.sort(key=lambda job: (-job.priority, job.scheduled_at, job.id))
-    return Settled(applied, jobs)
+    return Settled(applied, jobs, waiting)
 
 
 def claim(
@@ -104,10 +106,9 @@ def claim(
     return settled.claimed
 
 
-def ack(q: Queries, acks: Sequence[Ack], *, node: str) -> Operation[set[int]]:
-    """Write a batch of outcomes in one statement; returns the ids that were applied."""
-    settled = yield from settle_and_claim(q, acks, node=node)
-    return settled.applied
+def ack(q: Queries, acks: Sequence[Ack], *, node: str) -> Operation[Settled]:
+    """Write a batch of outcomes in one statement (`.applied`: the ids written)."""
+    return (yield from settle_and_claim(q, acks, node=node))
 
 
 def stage(

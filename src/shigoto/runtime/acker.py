@@ -35,8 +35,15 @@ BATCH = 1_000
 class Acker:
     """One per node; `run()` is its supervised loop."""
 
-    def __init__(self, db: Database, queries: Queries, node_id: str) -> None:
+    def __init__(
+        self,
+        db: Database,
+        queries: Queries,
+        node_id: str,
+        on_dependents: Callable[[], None] = lambda: None,
+    ) -> None:
         self._db = db
+        self._on_dependents = on_dependents  # jobs may wait on those just finished
         self._q = queries
         self._node = node_id
         self._pending: list[tuple[Ack, asyncio.Future[bool] | None]] = []
@@ -125,7 +132,7 @@ class Acker:
             return
         batch = self._pending[:BATCH]
         try:
-            applied = await self._db(execution.ack(self._q, [a for a, _ in batch], node=self._node))
+            applied = await self._write([a for a, _ in batch])
         except TRANSIENT:
             raise
         except psycopg.Error as error:
@@ -138,17 +145,23 @@ class Acker:
             if done is not None and not done.done():
                 done.set_result(ack.id in applied)
 
+    async def _write(self, acks: list[Ack]) -> set[int]:
+        settled: execution.Settled = await self._db(execution.ack(self._q, acks, node=self._node))
+        if settled.dependents_may_wait:
+            self._on_dependents()
+        return settled.applied
+
     async def _write_singly(self, batch: list[tuple[Ack, asyncio.Future[bool] | None]]) -> set[int]:
         applied: set[int] = set()
         for ack, _ in batch:
             try:
-                applied |= await self._db(execution.ack(self._q, [ack], node=self._node))
+                applied |= await self._write([ack])
             except TRANSIENT:
                 raise
             except psycopg.Error as error:
                 logger.error("the outcome of job %s could not be stored: %s", ack.id, error)
                 fallback = _fallback(ack, error)
-                applied |= await self._db(execution.ack(self._q, [fallback], node=self._node))
+                applied |= await self._write([fallback])
         return applied
 
 

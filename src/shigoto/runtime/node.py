@@ -66,6 +66,7 @@ class Node:
         self.producers: dict[str, Producer] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._acker: Acker | None = None
+        self._stager: Stager | None = None
         self._lifeline: Lifeline | None = None
         self.notifier: Notifier | None = None
         self.started = False
@@ -98,14 +99,14 @@ class Node:
 
     def _start_components(self) -> None:
         q = self.app.queries
-        self._acker = Acker(self._db, q, self.id)
+        self._stager = Stager(
+            db=self._db, queries=q, interval=self.config.stage_interval, on_staged=self._wake
+        )
+        self._acker = Acker(self._db, q, self.id, on_dependents=self._stager.poke)
         self._spawn("acker", self._acker.run)
         for name, limit in self.queues.items():
             self._add_producer(name, limit)
-        stager = Stager(
-            db=self._db, queries=q, interval=self.config.stage_interval, on_staged=self._wake
-        )
-        self._spawn("stager", stager.run)
+        self._spawn("stager", self._stager.run)
         self._lifeline = Lifeline(
             db=self._db,
             queries=q,
@@ -216,7 +217,7 @@ class Node:
         await self._cancel(f"producer:{name}")
 
     def _add_producer(self, name: str, limit: int) -> None:
-        assert self._acker is not None
+        assert self._acker is not None and self._stager is not None
         producer = Producer(
             name,
             limit,
@@ -228,6 +229,7 @@ class Node:
             poll_interval=self._poll_interval(name),
             may_claim=self._may_claim,
             fair=name in self.config.fair_queues,
+            on_dependents=self._stager.poke,
             fresh_for=self.config.claim_window,
         )
         self.producers[name] = producer

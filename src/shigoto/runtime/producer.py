@@ -50,6 +50,7 @@ class Producer:
         fresh_for: float,
         may_claim: Callable[[], bool] = lambda: True,
         fair: bool = False,
+        on_dependents: Callable[[], None] = lambda: None,
     ) -> None:
         self.queue = queue
         self.limit = limit
@@ -62,6 +63,7 @@ class Producer:
         self._may_claim = may_claim
         self._fresh_for = fresh_for
         self._fair = fair
+        self._on_dependents = on_dependents  # jobs may wait on those just finished
         # Keyed by (job id, attempt): after a rescue this node may claim a job again while
         # its old run (no longer its own) is still being stopped.
         self.running: dict[tuple[int, int], tuple[asyncio.Task[None], JobRun]] = {}
@@ -134,6 +136,8 @@ class Producer:
                 logger.warning("queue %s: claim with outcomes refused: %s", self.queue, error)
                 return
             raise
+        if settled.dependents_may_wait:
+            self._on_dependents()
         self._more = len(settled.claimed) == wanted
         for job in settled.claimed:
             self._start(job)

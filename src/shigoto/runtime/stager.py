@@ -34,6 +34,11 @@ class Stager:
         self._q = queries
         self._interval = interval
         self._on_staged = on_staged
+        self._poked = asyncio.Event()
+
+    def poke(self) -> None:
+        """Run a pass now: jobs finished that others may wait on."""
+        self._poked.set()
 
     async def run(self) -> None:
         while True:
@@ -46,4 +51,9 @@ class Stager:
             for queue in {*staged, *released}:
                 self._on_staged(queue)
             if sum(staged.values()) < execution.STAGE_BATCH:
-                await asyncio.sleep(self._interval)
+                try:
+                    async with asyncio.timeout(self._interval):
+                        await self._poked.wait()
+                except TimeoutError:
+                    pass
+            self._poked.clear()

@@ -48,13 +48,19 @@ __pick__
     ))
     RETURNING j.*
 )
-SELECT s.acked, s.announced, c.*
+SELECT s.acked, s.announced,
+       -- Whether jobs wait on dependencies, once some job finished: the node then resolves
+       -- them at once rather than at its stager's next pass (D6).
+       (s.finished AND EXISTS (SELECT 1 FROM __schema__.jobs WHERE state = 'waiting'))
+           AS dependents_may_wait,
+       c.*
 FROM (
     SELECT COALESCE(array_agg(id), '{}') AS acked,
            -- Jobs someone waits for (app.wait_for): say they finished.
            count(pg_notify('__schema__.jobs_finished', id::text))
                FILTER (WHERE awaited AND state IN ('completed', 'discarded', 'cancelled'))
-               AS announced
+               AS announced,
+           bool_or(state IN ('completed', 'discarded', 'cancelled')) IS TRUE AS finished
     FROM settled
 ) AS s
 LEFT JOIN claimed AS c ON true
