@@ -28,6 +28,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolClosed
 
 from shigoto import _validate as check
 from shigoto.admin import CANCELLABLE_STATES, RETRYABLE_STATES, JobFilter, JobPage, Status
+from shigoto.batches import Batch
 from shigoto.config import Config
 from shigoto.db import migrator, scheduling, store
 from shigoto.db.embedded import embedded_dsn
@@ -145,6 +146,22 @@ class _Facade:
             next_fire_at=schedule.after(datetime.now(UTC)),
         )
 
+    def _callback(self, worker: Any, field: str) -> dict[str, Any] | None:
+        """A batch callback as stored: the worker's name and its job defaults."""
+        if worker is None:
+            return None
+        name = worker if isinstance(worker, str) else getattr(worker, "name", None)
+        if not isinstance(name, str):
+            raise InvalidJobError(field, f"expected a worker or a worker name, got {worker!r}")
+        spec = self.workers.get(name).new() if name in self.workers else JobSpec.build(name)
+        return {
+            "worker": spec.worker,
+            "queue": spec.queue,
+            "priority": spec.priority,
+            "max_attempts": spec.max_attempts,
+            "tags": spec.tags,
+        }
+
     def _declared_schedules(self) -> list[ScheduleInfo]:
         """The entries of `cron=` and of workers declared with `cron=`."""
         entries = []
@@ -222,6 +239,8 @@ class Shigoto(_Facade):
         self._pool_check: asyncio.Future[None] | None = None
         self._node: Node | None = None
         self._testing: str | Recorder | None = None  # set by shigoto.testing.inline/manual
+        self.job_hooks: list[Callable[[Job], object]] = []
+        self.batch_hooks: list[Callable[[Batch], object]] = []
 
     def __repr__(self) -> str:
         return f"<Shigoto schema={self.config.schema!r} workers={len(self.workers)}>"
@@ -239,7 +258,7 @@ class Shigoto(_Facade):
         """Register a function or a `Worker` subclass; usable bare or with options.
 
         Options: name, queue, max_attempts (3), priority (0), timeout (300 s), tags,
-        backoff(attempt, error) -> seconds, on_discard(job), unique.
+        backoff(attempt, error) -> seconds, on_discard(job), unique, cron.
         """
 
         def register(obj: Any) -> Any:
@@ -248,6 +267,18 @@ class Shigoto(_Facade):
             return self.workers.register_function(self, obj, options)
 
         return register if target is None else register(target)
+
+    def on_job_stopped(self, hook: Callable[[Job], object]) -> Callable[[Job], object]:
+        """Call `hook(job)` (sync or async) on the node that ran a job, when its run ends
+        it for good: completed or discarded. A decorator; errors are logged."""
+        self.job_hooks.append(hook)
+        return hook
+
+    def on_batch_stopped(self, hook: Callable[[Batch], object]) -> Callable[[Batch], object]:
+        """Call `hook(batch)` (sync or async) on the node that closes a batch, once per batch,
+        with its final counts. A decorator; errors are logged."""
+        self.batch_hooks.append(hook)
+        return hook
 
     # -- connections -----------------------------------------------------------------------
 
@@ -553,6 +584,36 @@ class Shigoto(_Facade):
     async def status(self) -> Status:
         """Job counts by queue and state, and each queue's oldest available job age."""
         return await self._run(store.status(self.queries))
+
+    async def batch(
+        self,
+        specs: Iterable[JobSpec],
+        *,
+        on_complete: Any = None,
+        on_discard: Any = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Batch:
+        """Insert jobs as a batch, in one transaction (see `shigoto.batches`).
+
+        `on_complete`/`on_discard` are workers (or worker names) whose job is inserted once
+        when every job of the batch has finished (`on_discard` only if one was discarded),
+        with `batch={"id", "total", "completed", "discarded", "cancelled", "meta"}`.
+        """
+        specs = [self._spec(spec) for spec in specs]
+        if not specs:
+            raise InvalidJobError("specs", "a batch needs at least one job")
+        op = store.insert_batch(
+            self.queries,
+            specs,
+            meta=check.json_object({} if meta is None else meta, "meta"),
+            on_complete=self._callback(on_complete, "on_complete"),
+            on_discard=self._callback(on_discard, "on_discard"),
+        )
+        return await self._run(op, transaction=True)
+
+    async def get_batch(self, batch_id: int) -> Batch | None:
+        """A batch with its counts (live while it runs)."""
+        return await self._run(store.get_batch(self.queries, batch_id))
 
     async def wait_for(self, job_id: int, timeout: float | None = None) -> Job:
         """Wait until a job is finished (completed, discarded or cancelled) and return it.

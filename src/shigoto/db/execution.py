@@ -17,6 +17,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from shigoto.batches import Batch
 from shigoto.db.operations import Operation, Statement
 from shigoto.db.queries import Queries
 from shigoto.db.store import job_from_row
@@ -59,7 +60,7 @@ class Settled:
 
     applied: set[int]
     claimed: list[Job]
-    dependents_may_wait: bool = False  # some job finished and some job waits on others
+    follow_up: bool = False  # a job finished while jobs wait or batches are open
 
 
 def settle_and_claim(
@@ -88,7 +89,7 @@ def settle_and_claim(
     }
     result = yield Statement(q.claim_sql(fair), params)
     applied = set(result.rows[0]["acked"]) if result.rows else set()
-    waiting = bool(result.rows and result.rows[0]["dependents_may_wait"])
+    waiting = bool(result.rows and result.rows[0]["follow_up"])
     jobs = [job_from_row(row) for row in result.rows if row["id"] is not None]
     if not fair:  # UPDATE ... RETURNING does not keep the pick's order: restore it.
         jobs.sort(key=lambda job: (-job.priority, job.scheduled_at, job.id))
@@ -121,6 +122,16 @@ def stage(
 
 
 RESOLVE_BATCH = 5_000
+
+
+def finish_batches(q: Queries) -> Operation[list[Batch]]:
+    """Close the batches whose jobs have all finished and insert their callbacks (D7)."""
+    closed: list[Batch] = []
+    while True:
+        result = yield Statement(q.sql("finish_batches"))
+        closed.extend(Batch.from_row(row) for row in result.rows)
+        if len(result.rows) < 100:
+            return closed
 
 
 def results_of(q: Queries, ids: Sequence[int]) -> Operation[dict[int, Any]]:

@@ -15,6 +15,7 @@ from psycopg.types.json import Jsonb
 
 from shigoto import dependencies
 from shigoto.admin import JobFilter, JobPage, QueueStatus, Status
+from shigoto.batches import Batch
 from shigoto.db.operations import Operation, Statement
 from shigoto.db.queries import Queries
 from shigoto.job import STATE_OF, Job, JobSpec, JobState
@@ -306,3 +307,37 @@ def await_job(q: Queries, job_id: int) -> Operation[Job | None]:
 
 def listen_finished(q: Queries) -> Operation[None]:
     yield Statement(q.sql("listen_finished"))
+
+
+def insert_batch(
+    q: Queries,
+    specs: Sequence[JobSpec],
+    *,
+    meta: dict[str, Any],
+    on_complete: dict[str, Any] | None,
+    on_discard: dict[str, Any] | None,
+) -> Operation[Batch]:
+    """A batch and its jobs (run it in a transaction). A unique job that returned an
+    existing one (a conflict) does not join the batch."""
+    jobs = yield from insert_all(q, specs)
+    members = [job for job in jobs if not job.conflict]
+    result = yield Statement(
+        q.sql("insert_batch"),
+        {
+            "total": len(members),
+            "meta": Jsonb(meta),
+            "on_complete": None if on_complete is None else Jsonb(on_complete),
+            "on_discard": None if on_discard is None else Jsonb(on_discard),
+        },
+    )
+    batch_id = result.rows[0]["id"]
+    yield Statement(q.sql("set_batch"), {"batch": batch_id, "ids": [j.id for j in members]})
+    batch = yield from get_batch(q, batch_id)
+    assert batch is not None
+    jobs = [job if job.conflict else dataclasses.replace(job, batch_id=batch_id) for job in jobs]
+    return dataclasses.replace(batch, jobs=jobs)
+
+
+def get_batch(q: Queries, batch_id: int) -> Operation[Batch | None]:
+    result = yield Statement(q.sql("get_batch"), {"id": batch_id})
+    return Batch.from_row(result.rows[0]) if result.rows else None

@@ -40,10 +40,10 @@ class Acker:
         db: Database,
         queries: Queries,
         node_id: str,
-        on_dependents: Callable[[], None] = lambda: None,
+        on_follow_up: Callable[[], None] = lambda: None,
     ) -> None:
         self._db = db
-        self._on_dependents = on_dependents  # jobs may wait on those just finished
+        self._on_follow_up = on_follow_up  # jobs just finished may release others or end a batch
         self._q = queries
         self._node = node_id
         self._pending: list[tuple[Ack, asyncio.Future[bool] | None]] = []
@@ -147,8 +147,8 @@ class Acker:
 
     async def _write(self, acks: list[Ack]) -> set[int]:
         settled: execution.Settled = await self._db(execution.ack(self._q, acks, node=self._node))
-        if settled.dependents_may_wait:
-            self._on_dependents()
+        if settled.follow_up:
+            self._on_follow_up()
         return settled.applied
 
     async def _write_singly(self, batch: list[tuple[Ack, asyncio.Future[bool] | None]]) -> set[int]:

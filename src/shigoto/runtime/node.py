@@ -14,6 +14,7 @@ off, the notifier.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import secrets
@@ -100,9 +101,13 @@ class Node:
     def _start_components(self) -> None:
         q = self.app.queries
         self._stager = Stager(
-            db=self._db, queries=q, interval=self.config.stage_interval, on_staged=self._wake
+            db=self._db,
+            queries=q,
+            interval=self.config.stage_interval,
+            on_staged=self._wake,
+            on_batch_closed=lambda batch: self._call_hooks(self.app.batch_hooks, batch),
         )
-        self._acker = Acker(self._db, q, self.id, on_dependents=self._stager.poke)
+        self._acker = Acker(self._db, q, self.id, on_follow_up=self._stager.poke)
         self._spawn("acker", self._acker.run)
         for name, limit in self.queues.items():
             self._add_producer(name, limit)
@@ -229,7 +234,8 @@ class Node:
             poll_interval=self._poll_interval(name),
             may_claim=self._may_claim,
             fair=name in self.config.fair_queues,
-            on_dependents=self._stager.poke,
+            on_follow_up=self._stager.poke,
+            on_stopped=lambda job: self._call_hooks(self.app.job_hooks, job),
             fresh_for=self.config.claim_window,
         )
         self.producers[name] = producer
@@ -301,6 +307,12 @@ class Node:
             if job.state is JobState.DISCARDED:
                 await self.executor.on_discard(job)
 
+    def _call_hooks(self, hooks: list[Callable[[Any], object]], subject: object) -> None:
+        """Run the app's hooks for a stopped job or a closed batch, without holding up the
+        runtime; an error in a hook is logged, never raised into it."""
+        for hook in hooks:
+            self._spawn(f"hook:{id(subject)}:{id(hook)}", _hook_call(hook, subject), restart=False)
+
     # -- plumbing ----------------------------------------------------------------------------
 
     async def _db(self, operation: Operation[Any], *, transaction: bool = False) -> Any:
@@ -356,3 +368,17 @@ class Node:
         _, pending = await asyncio.wait([task], timeout=CANCEL_TIMEOUT)
         if pending:
             logger.error("component %s did not stop within %ss; left behind", name, CANCEL_TIMEOUT)
+
+
+def _hook_call(
+    hook: Callable[[Any], object], subject: object
+) -> Callable[[], Coroutine[Any, Any, None]]:
+    async def call() -> None:
+        try:
+            outcome = hook(subject)
+            if inspect.isawaitable(outcome):
+                await outcome
+        except Exception:
+            logger.exception("hook %r failed", hook)
+
+    return call

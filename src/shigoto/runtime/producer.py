@@ -50,7 +50,8 @@ class Producer:
         fresh_for: float,
         may_claim: Callable[[], bool] = lambda: True,
         fair: bool = False,
-        on_dependents: Callable[[], None] = lambda: None,
+        on_follow_up: Callable[[], None] = lambda: None,
+        on_stopped: Callable[[Job], None] = lambda job: None,
     ) -> None:
         self.queue = queue
         self.limit = limit
@@ -63,7 +64,8 @@ class Producer:
         self._may_claim = may_claim
         self._fresh_for = fresh_for
         self._fair = fair
-        self._on_dependents = on_dependents  # jobs may wait on those just finished
+        self._on_stopped = on_stopped  # a job run here completed or was discarded
+        self._on_follow_up = on_follow_up  # jobs just finished may release others or end a batch
         # Keyed by (job id, attempt): after a rescue this node may claim a job again while
         # its old run (no longer its own) is still being stopped.
         self.running: dict[tuple[int, int], tuple[asyncio.Task[None], JobRun]] = {}
@@ -136,8 +138,8 @@ class Producer:
                 logger.warning("queue %s: claim with outcomes refused: %s", self.queue, error)
                 return
             raise
-        if settled.dependents_may_wait:
-            self._on_dependents()
+        if settled.follow_up:
+            self._on_follow_up()
         self._more = len(settled.claimed) == wanted
         for job in settled.claimed:
             self._start(job)
@@ -172,17 +174,22 @@ class Producer:
         except Exception:  # a bug of ours; the job is rescued or retried, never lost
             logger.exception("job %s: the executor failed", run.job.id)
             return
-        if ack is None:
+        if ack is None:  # stopped because the job is no longer ours (cancelled, rescued)
             return
         if ack.state is not JobState.DISCARDED:
             if self._claiming and self._more:
                 self._outbox.append(ack)  # `_finished` wakes the loop, which claims with it
             else:
                 self._acker.add(ack)
+            if ack.state is JobState.COMPLETED:
+                self._on_stopped(
+                    dataclasses.replace(run.job, state=ack.state, result=ack.result, progress=100)
+                )
             return
         if await self._acker.write(ack):
             errors = run.job.errors + ([ack.error] if ack.error else [])
             discarded = dataclasses.replace(run.job, state=JobState.DISCARDED, errors=errors)
+            self._on_stopped(discarded)
             await self._executor.on_discard(discarded)
 
     def cancel_job(self, job_id: int, reason: str, attempt: int | None = None) -> bool:

@@ -1,6 +1,7 @@
 """Makes due jobs available: scheduled jobs whose time has come and failed jobs whose
 backoff is over (decision D2), and jobs whose dependencies have completed (or cancels them
-when one failed, D6); then wakes their queues.
+when one failed, D6); then wakes their queues. It also closes finished batches and inserts
+their callbacks (D7).
 
 Every node stages; `FOR UPDATE SKIP LOCKED` keeps them out of each other's way, so no
 leader is needed and a dead node never stops the staging.
@@ -13,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from shigoto.batches import Batch
 from shigoto.db import execution
 from shigoto.db.operations import Operation
 from shigoto.db.queries import Queries
@@ -29,11 +31,13 @@ class Stager:
         queries: Queries,
         interval: float,
         on_staged: Callable[[str], None],
+        on_batch_closed: Callable[[Batch], None] = lambda batch: None,
     ) -> None:
         self._db = db
         self._q = queries
         self._interval = interval
         self._on_staged = on_staged
+        self._on_batch_closed = on_batch_closed
         self._poked = asyncio.Event()
 
     def poke(self) -> None:
@@ -45,9 +49,12 @@ class Stager:
             try:
                 staged: dict[str, int] = await self._db(execution.stage(self._q))
                 released = await self._db(execution.resolve_dependencies(self._q))
+                closed = await self._db(execution.finish_batches(self._q))
             except TRANSIENT as error:
                 logger.warning("staging failed, retrying: %s", error)
-                staged, released = {}, set()
+                staged, released, closed = {}, set(), []
+            for batch in closed:
+                self._on_batch_closed(batch)
             for queue in {*staged, *released}:
                 self._on_staged(queue)
             if sum(staged.values()) < execution.STAGE_BATCH:

@@ -49,10 +49,12 @@ __pick__
     RETURNING j.*
 )
 SELECT s.acked, s.announced,
-       -- Whether jobs wait on dependencies, once some job finished: the node then resolves
-       -- them at once rather than at its stager's next pass (D6).
-       (s.finished AND EXISTS (SELECT 1 FROM __schema__.jobs WHERE state = 'waiting'))
-           AS dependents_may_wait,
+       -- Whether, now that some job finished, jobs wait on dependencies (D6) or batches
+       -- are open (D7): the node then looks at them at once rather than at its stager's
+       -- next pass.
+       (s.finished AND (EXISTS (SELECT 1 FROM __schema__.jobs WHERE state = 'waiting')
+                        OR EXISTS (SELECT 1 FROM __schema__.batches WHERE state = 'active')))
+           AS follow_up,
        c.*
 FROM (
     SELECT COALESCE(array_agg(id), '{}') AS acked,
