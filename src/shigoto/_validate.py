@@ -139,6 +139,11 @@ def _check_string(value: str, path: str, what: str = "") -> None:
         ) from None
 
 
+def _short(key: str, limit: int = 60) -> str:
+    """A key as shown in an error's path: long ones cut, so the message stays readable."""
+    return key if len(key) <= limit else key[: limit - 1] + "…"
+
+
 def _check_json(value: object, path: str, depth: int) -> None:
     if value is None or isinstance(value, bool | int):
         return
@@ -157,8 +162,8 @@ def _check_json(value: object, path: str, depth: int) -> None:
                 raise InvalidJobError(
                     f"{path}[{key!r}]", f"keys must be strings, got {type(key).__name__}"
                 )
-            _check_string(key, f"{path}[{key!r}]", "key ")
-            _check_json(item, f"{path}[{json.dumps(key)}]", depth + 1)
+            _check_string(key, f"{path}[{_short(repr(key))}]", "key ")
+            _check_json(item, f"{path}[{_short(json.dumps(key))}]", depth + 1)
         return
     if isinstance(value, list | tuple):
         for index, item in enumerate(value):
