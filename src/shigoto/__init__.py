@@ -14,6 +14,7 @@ job = await send_email.enqueue({"to": "a@b.c", "subject": "Hi"})
 from shigoto._version import __version__
 from shigoto.admin import JobFilter, JobPage, QueueStatus, Status
 from shigoto.app import Shigoto, SyncShigoto
+from shigoto.batches import Batch
 from shigoto.config import Config
 from shigoto.job import FINAL_STATES, Job, JobSpec, JobState, Ref
 from shigoto.outcomes import (
@@ -38,6 +39,7 @@ from shigoto.worker import FunctionWorker, Worker
 
 __all__ = [
     "FINAL_STATES",
+    "Batch",
     "Cancel",
     "Config",
     "ConfigurationError",
