@@ -42,7 +42,7 @@ async def _leader_pid(db, schema: str) -> int | None:
     cur = await db.execute(
         sql.SQL(
             "SELECT n.pid FROM {} AS l JOIN {} AS n ON n.id = l.node_id "
-            "WHERE l.name = 'scheduler' AND l.expires_at > now()"
+            "WHERE l.name = 'leader' AND l.expires_at > now()"
         ).format(sql.Identifier(schema, "leaders"), sql.Identifier(schema, "nodes")),
     )
     row = await cur.fetchone()
@@ -133,7 +133,7 @@ async def _db_now(db) -> datetime:
 
 async def _leading_scheduler(app: Shigoto, node: str = "test-node") -> Scheduler:
     """A scheduler whose leader holds the lease (the lease is taken from an absent node)."""
-    leader = Leader(app._run, app.queries, node, role="scheduler", lease=30)
+    leader = Leader(app._run, app.queries, node, role="leader", lease=30)
     await leader.campaign()
     return Scheduler(app._run, app.queries, leader)
 

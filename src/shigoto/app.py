@@ -146,6 +146,14 @@ class _Facade:
             next_fire_at=schedule.after(datetime.now(UTC)),
         )
 
+    def _prune_op(self, dry_run: bool) -> Operation[tuple[int, int]]:
+        if self.config.prune_after is None:
+            raise ConfigurationError("prune: pruning is off (prune_after=None)")
+        after, retention = self.config.prune_after, self.config.archive_retention
+        if dry_run:
+            return store.prune_preview(self.queries, prune_after=after, retention=retention)
+        return store.prune(self.queries, prune_after=after, retention=retention)
+
     def _callback(self, worker: Any, field: str) -> dict[str, Any] | None:
         """A batch callback as stored: the worker's name and its job defaults."""
         if worker is None:
@@ -585,6 +593,13 @@ class Shigoto(_Facade):
         """Job counts by queue and state, and each queue's oldest available job age."""
         return await self._run(store.status(self.queries))
 
+    async def prune(self, *, dry_run: bool = False) -> tuple[int, int]:
+        """Archive jobs finished more than `prune_after` ago and delete archived ones older
+        than `archive_retention`, now, in short batches; returns (archived, deleted). With
+        `dry_run`, only counts what it would do. (The leading node does this every
+        `prune_interval` seconds by itself.)"""
+        return await self._run(self._prune_op(dry_run))
+
     async def batch(
         self,
         specs: Iterable[JobSpec],
@@ -847,6 +862,9 @@ class SyncShigoto(_Facade):
 
     def delete_by(self, **where: Any) -> int:
         return self._run(self._delete_by_op(where))
+
+    def prune(self, *, dry_run: bool = False) -> tuple[int, int]:
+        return self._run(self._prune_op(dry_run))
 
     def delete(self, job_id: int) -> bool:
         return self._run(store.delete(self.queries, job_id))

@@ -284,6 +284,25 @@ def _schedule_document(entry: ScheduleInfo) -> dict[str, Any]:
     }
 
 
+@cli.command()
+def prune(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count.")] = False,
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
+    app: AppOption = None,
+) -> None:
+    """Archive old finished jobs and delete old archived ones, now, in short batches."""
+    with _app(dsn, schema, app) as shigoto:
+        archived, deleted = shigoto.sync.prune(dry_run=dry_run)
+        days = (shigoto.config.prune_after or 0) / 86400
+        kept = shigoto.config.archive_retention / 86400
+    verb = "would archive" if dry_run else "archived"
+    out.print(
+        f"{verb} {archived} job(s) finished over {days:g} day(s) ago; "
+        f"{'would delete' if dry_run else 'deleted'} {deleted} archived over {kept:g} day(s) ago"
+    )
+
+
 @queue_cli.command("pause")
 def pause_queue(
     name: Annotated[str, typer.Argument(help="The queue.")],

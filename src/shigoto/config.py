@@ -20,6 +20,8 @@
 | SHIGOTO_STAGE_INTERVAL        | stage_interval        |
 | SHIGOTO_LEADER_LEASE          | leader_lease          |
 | SHIGOTO_FAIR_QUEUES           | fair_queues ("tenants,imports") |
+| SHIGOTO_PRUNE_AFTER           | prune_after           |
+| SHIGOTO_ARCHIVE_RETENTION     | archive_retention     |
 """
 
 from __future__ import annotations
@@ -70,6 +72,8 @@ _ENV: dict[str, tuple[str, Any]] = {
     "shutdown_timeout": ("SHIGOTO_SHUTDOWN_TIMEOUT", float),
     "stage_interval": ("SHIGOTO_STAGE_INTERVAL", float),
     "leader_lease": ("SHIGOTO_LEADER_LEASE", float),
+    "prune_after": ("SHIGOTO_PRUNE_AFTER", float),
+    "archive_retention": ("SHIGOTO_ARCHIVE_RETENTION", float),
     "fair_queues": ("SHIGOTO_FAIR_QUEUES", lambda text: tuple(filter(None, text.split(",")))),
 }
 
@@ -101,6 +105,10 @@ class Config:
     queue_weights: queue name -> weight; a queue of weight 3 is polled three times as
         often as one of weight 1 (default 1).
     fair_queues: queues claimed fairly across `partition_key`s (round-robin).
+    prune_after: seconds after it finished that a job moves to the archive (14 days);
+        None turns pruning off.
+    archive_retention: seconds an archived job is kept before it is deleted (30 days).
+    prune_interval: seconds between the leader's pruning passes.
     """
 
     dsn: str | None = None
@@ -124,6 +132,9 @@ class Config:
     schedule_tick: float = 1.0
     queue_weights: Mapping[str, int] = field(default_factory=dict)
     fair_queues: tuple[str, ...] = ()
+    prune_after: float | None = 14 * 24 * 3600.0
+    archive_retention: float = 30 * 24 * 3600.0
+    prune_interval: float = 60.0
 
     def __post_init__(self) -> None:
         _validate.schema_name(self.schema)
@@ -141,7 +152,9 @@ class Config:
                 _validate.seconds(self.rescue_after, "rescue_after", allow_zero=False)
             if self.sync_threads is not None:
                 _validate.integer(self.sync_threads, "sync_threads", (1, 10_000))
-            for name in ("leader_lease", "schedule_tick"):
+            if self.prune_after is not None:
+                _validate.seconds(self.prune_after, "prune_after")
+            for name in ("leader_lease", "schedule_tick", "archive_retention", "prune_interval"):
                 _validate.seconds(getattr(self, name), name, allow_zero=False)
             for name, weight in self.queue_weights.items():
                 _validate.queue(name, "queue_weights")

@@ -120,19 +120,28 @@ class Cron(Schedule):
         self._fields = fields
 
     def after(self, moment: datetime) -> datetime:
-        local = _aware(moment).astimezone(self._zone)
-        try:
-            return next(CronSim(self._fields, local)).astimezone(UTC)
-        except StopIteration:  # cronsim looks 50 years ahead: "0 0 30 2 *" never comes
-            raise InvalidScheduleError(f"cron {self.expression!r} never fires") from None
+        moment = _aware(moment)
+        for found in CronSim(self._fields, moment.astimezone(self._zone)):
+            # Started in the second pass of an hour repeated in autumn, cronsim may give the
+            # first pass's time, which is earlier: skip to one truly after.
+            if found.astimezone(UTC) > moment:
+                return found.astimezone(UTC)
+        # cronsim looks 50 years ahead and stops: "0 0 30 2 *" never comes.
+        raise InvalidScheduleError(f"cron {self.expression!r} never fires")
 
     def latest(self, moment: datetime) -> datetime | None:
-        # Cron moments are whole minutes: "strictly before the next microsecond" is "<=".
-        local = (_aware(moment) + timedelta(microseconds=1)).astimezone(self._zone)
-        try:
-            return next(CronSim(self._fields, local, reverse=True)).astimezone(UTC)
-        except StopIteration:
-            return None
+        # Walked forwards from ever further back, so that it agrees with `after` exactly:
+        # cronsim's reverse walk can skip a moment in the hour repeated in autumn.
+        moment = _aware(moment)
+        lookback = timedelta(hours=1)
+        while lookback < timedelta(days=366 * 30):
+            found = None
+            for candidate in self.between(moment - lookback, moment):
+                found = candidate
+            if found is not None:
+                return found
+            lookback *= 2
+        return None
 
     def __repr__(self) -> str:
         return f"Cron({self.expression!r}, tz={self.tz!r})"

@@ -1,6 +1,6 @@
 """What scheduling asks of the database: leases, schedules and their firings.
 
-elected = await run_async(conn, elect(q, role="scheduler", node=node_id, lease=15))
+elected = await run_async(conn, elect(q, role="leader", node=node_id, lease=15))
 """
 
 from __future__ import annotations

@@ -341,3 +341,37 @@ def insert_batch(
 def get_batch(q: Queries, batch_id: int) -> Operation[Batch | None]:
     result = yield Statement(q.sql("get_batch"), {"id": batch_id})
     return Batch.from_row(result.rows[0]) if result.rows else None
+
+
+PRUNE_BATCH = 5_000
+
+
+def prune(
+    q: Queries, *, prune_after: float, retention: float, batches: int | None = None
+) -> Operation[tuple[int, int]]:
+    """Archive jobs finished more than `prune_after` seconds ago and delete archived ones
+    older than `retention`, in batches of PRUNE_BATCH rows, each its own short transaction
+    (run it outside a transaction). At most `batches` batches of each; returns the counts."""
+    archived = yield from _batches(q, "archive_jobs", prune_after, batches)
+    deleted = yield from _batches(q, "delete_archived_jobs", retention, batches)
+    return archived, deleted
+
+
+def _batches(q: Queries, query: str, older_than: float, limit: int | None) -> Operation[int]:
+    total, done = 0, 0
+    while limit is None or done < limit:
+        result = yield Statement(q.sql(query), {"older_than": older_than, "limit": PRUNE_BATCH})
+        total += result.rowcount
+        done += 1
+        if result.rowcount < PRUNE_BATCH:
+            break
+    return total
+
+
+def prune_preview(
+    q: Queries, *, prune_after: float, retention: float
+) -> Operation[tuple[int, int]]:
+    """What `prune` would archive and delete now."""
+    params = {"prune_after": prune_after, "retention": retention}
+    result = yield Statement(q.sql("prune_preview"), params)
+    return int(result.rows[0]["to_archive"]), int(result.rows[0]["to_delete"])

@@ -6,7 +6,7 @@ declared dead by the lifeline), so a killed leader is replaced within about one 
 A node counts itself leader only while its last renewal is younger than the lease by its
 own clock, so it steps down on its own when it loses the database.
 
-    leader = Leader(db, queries, node_id, role="scheduler", lease=15.0)
+    leader = Leader(db, queries, node_id, role="leader", lease=15.0)
     leader.is_leader   # True while this node holds the lease
 """
 

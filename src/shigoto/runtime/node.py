@@ -36,6 +36,7 @@ from shigoto.runtime.leader import Leader
 from shigoto.runtime.lifeline import Lifeline
 from shigoto.runtime.notifier import Notifier
 from shigoto.runtime.producer import Producer
+from shigoto.runtime.pruner import Pruner
 from shigoto.runtime.retrying import TRANSIENT
 from shigoto.runtime.scheduler import Scheduler
 from shigoto.runtime.stager import Stager
@@ -124,10 +125,20 @@ class Node:
             audit=self.audit,
         )
         self._spawn("lifeline", self._lifeline.run)
-        self.leader = Leader(self._db, q, self.id, role="scheduler", lease=self.config.leader_lease)
+        self.leader = Leader(self._db, q, self.id, role="leader", lease=self.config.leader_lease)
         self._spawn("leader", self.leader.run)
         scheduler = Scheduler(self._db, q, self.leader, tick=self.config.schedule_tick)
         self._spawn("scheduler", scheduler.run)
+        if self.config.prune_after is not None:
+            pruner = Pruner(
+                self._db,
+                q,
+                self.leader,
+                prune_after=self.config.prune_after,
+                retention=self.config.archive_retention,
+                interval=self.config.prune_interval,
+            )
+            self._spawn("pruner", pruner.run)
         if self.config.notifier:
             self.notifier = Notifier(
                 connect=self._listen_connection,

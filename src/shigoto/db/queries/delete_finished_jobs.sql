@@ -1,6 +1,6 @@
 -- One batch of finished jobs that finished at least older_than ago; called until it deletes
 -- fewer than the limit, so no single transaction grows large. (`id = ANY(ARRAY(...))`: see
--- claim_jobs.sql.)
+-- settle_and_claim.sql.)
 DELETE FROM __schema__.jobs
 WHERE id = ANY(ARRAY(
     SELECT id FROM __schema__.jobs

@@ -1,4 +1,4 @@
--- Take or renew the lease on a role (e.g. 'scheduler') for `lease` seconds. The lease is
+-- Take or renew the lease on a role (e.g. 'leader': scheduling and pruning) for `lease` seconds. The lease is
 -- taken from another node only once it has expired, or once that node is gone (stopped,
 -- or declared dead). A row comes back only to the node that holds the lease afterwards.
 -- A row, not a session advisory lock: this works behind PgBouncer's transaction pooling.

@@ -1,7 +1,7 @@
 -- Make due scheduled and retryable jobs available (decision D2), a bounded batch at a time,
 -- and wake each queue that received some. With `queue` set, only that queue; with `all`,
 -- whatever their time (drain_queue's with_scheduled). (`id = ANY(ARRAY(...))`: see
--- claim_jobs.sql.)
+-- settle_and_claim.sql.)
 WITH staged AS (
     UPDATE __schema__.jobs AS j SET state = 'available'
     WHERE j.id = ANY(ARRAY(
