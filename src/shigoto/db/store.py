@@ -68,13 +68,23 @@ def insert(q: Queries, spec: JobSpec) -> Operation[Job]:
         raise InvalidJobError(
             "depends_on", "jobs of the same call (specs, Refs) can be named in insert_all only"
         )
-    yield from _check_exist(q, [i for i in spec.depends_on if isinstance(i, int)])
+    named = [i for i in spec.depends_on if isinstance(i, int)]
+    yield from _check_exist(q, named)
     if spec.unique is not None:
         key = spec.unique.key_for(spec)
         yield Statement(q.sql("lock_unique_key"), {"unique_key": key})
-        return (yield from _insert_unique(q, spec, key))
-    result = yield Statement(q.sql("insert_job"), _spec_params(spec))
-    return _job_from_spec(spec, result.rows[0], list(result.rows[0]["depends_on"]))
+        job = yield from _insert_unique(q, spec, key)
+    else:
+        result = yield Statement(q.sql("insert_job"), _spec_params(spec))
+        job = _job_from_spec(spec, result.rows[0], list(result.rows[0]["depends_on"]))
+    yield from _mark_dependencies(q, named)
+    return job
+
+
+def _mark_dependencies(q: Queries, ids: Sequence[int]) -> Operation[None]:
+    """Flag jobs others depend on, so their finishing releases those at once (D6)."""
+    if ids:
+        yield Statement(q.sql("mark_dependencies"), {"ids": sorted(set(ids))})
 
 
 def _check_exist(q: Queries, ids: list[int]) -> Operation[None]:
@@ -123,6 +133,8 @@ def insert_all(q: Queries, specs: Sequence[JobSpec]) -> Operation[list[Job]]:
     jobs = []
     for i, spec in enumerate(specs):
         jobs.append((yield from _insert_unique(q, spec, keys[i])) if i in keys else next(plain))
+    local_ids = [jobs[j].id for js in deps.local for j in js]
+    yield from _mark_dependencies(q, [*deps.named_ids, *local_ids])
     if deps.has_local:
         links = [(jobs[i].id, jobs[j].id) for i, js in enumerate(deps.local) for j in js]
         yield Statement(

@@ -17,11 +17,13 @@ INSERT INTO __schema__.jobs_archive (
     id, state, queue, worker, args, meta, tags, priority, attempt, max_attempts, errors,
     result, progress, inserted_at, scheduled_at, attempted_at, completed_at,
     cancelled_at, discarded_at, attempted_by, heartbeat_at, unique_key, partition_key,
-    batch_id, depends_on, parent_id, origin, awaited, on_dependency_failure
+    batch_id, depends_on, parent_id, origin, awaited, on_dependency_failure,
+    has_dependents
 )
 SELECT
     id, state, queue, worker, args, meta, tags, priority, attempt, max_attempts, errors,
     result, progress, inserted_at, scheduled_at, attempted_at, completed_at,
     cancelled_at, discarded_at, attempted_by, heartbeat_at, unique_key, partition_key,
-    batch_id, depends_on, parent_id, origin, awaited, on_dependency_failure
+    batch_id, depends_on, parent_id, origin, awaited, on_dependency_failure,
+    has_dependents
 FROM moved

@@ -4,7 +4,8 @@ INSERT INTO __schema__.jobs
     (state, queue, worker, args, meta, tags, priority, max_attempts,
      scheduled_at, partition_key, origin, depends_on, on_dependency_failure)
 VALUES (
-    (CASE WHEN EXISTS (SELECT 1 FROM __schema__.jobs AS d
+    (CASE WHEN cardinality(%(depends_on)s::bigint[]) > 0
+               AND EXISTS (SELECT 1 FROM __schema__.jobs AS d
                        WHERE d.id = ANY(%(depends_on)s::bigint[]) AND d.state <> 'completed')
               THEN 'waiting'
           WHEN %(scheduled_at)s::timestamptz > now() THEN 'scheduled'

@@ -8,7 +8,9 @@ INSERT INTO __schema__.jobs
      scheduled_at, partition_key, origin, depends_on, on_dependency_failure)
 SELECT
     (CASE WHEN j.waits THEN 'waiting'
-          WHEN cardinality(j.depends_on) > 0
+          -- (IS NOT NULL first: AND stops at false, not at NULL, and the EXISTS must
+          -- not run for the jobs without dependencies: nearly all of them)
+          WHEN j.depends_on IS NOT NULL AND cardinality(j.depends_on) > 0
                AND EXISTS (SELECT 1 FROM __schema__.jobs AS d
                            WHERE d.id = ANY(j.depends_on) AND d.state <> 'completed')
               THEN 'waiting'

@@ -43,7 +43,8 @@ WITH existing AS (
         (state, queue, worker, args, meta, tags, priority, max_attempts,
          scheduled_at, partition_key, origin, unique_key, depends_on, on_dependency_failure)
     SELECT
-        (CASE WHEN EXISTS (SELECT 1 FROM __schema__.jobs AS d
+        (CASE WHEN cardinality(%(depends_on)s::bigint[]) > 0
+               AND EXISTS (SELECT 1 FROM __schema__.jobs AS d
                            WHERE d.id = ANY(%(depends_on)s::bigint[])
                              AND d.state <> 'completed')
                   THEN 'waiting'

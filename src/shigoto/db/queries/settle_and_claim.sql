@@ -38,7 +38,7 @@ WITH outcome AS (
       AND j.state = 'executing'
       AND j.attempted_by = %(node)s
       AND j.attempt = o.attempt
-    RETURNING j.id, j.state, j.awaited
+    RETURNING j.id, j.state, j.awaited, j.has_dependents, j.batch_id
 ), claimed AS (
     UPDATE __schema__.jobs AS j
     SET state = 'executing', attempt = j.attempt + 1, attempted_at = now(),
@@ -49,12 +49,7 @@ __pick__
     RETURNING j.*
 )
 SELECT s.acked, s.announced,
-       -- Whether, now that some job finished, jobs wait on dependencies (D6) or batches
-       -- are open (D7): the node then looks at them at once rather than at its stager's
-       -- next pass.
-       (s.finished AND (EXISTS (SELECT 1 FROM __schema__.jobs WHERE state = 'waiting')
-                        OR EXISTS (SELECT 1 FROM __schema__.batches WHERE state = 'active')))
-           AS follow_up,
+       s.follow_up,
        c.*
 FROM (
     SELECT COALESCE(array_agg(id), '{}') AS acked,
@@ -62,7 +57,10 @@ FROM (
            count(pg_notify('__schema__.jobs_finished', id::text))
                FILTER (WHERE awaited AND state IN ('completed', 'discarded', 'cancelled'))
                AS announced,
-           bool_or(state IN ('completed', 'discarded', 'cancelled')) IS TRUE AS finished
+           -- A job finished that others depend on (D6) or that ends a batch (D7): the node
+           -- then looks at those at once, not at its stager's next pass.
+           bool_or(state IN ('completed', 'discarded', 'cancelled')
+                   AND (has_dependents OR batch_id IS NOT NULL)) IS TRUE AS follow_up
     FROM settled
 ) AS s
 LEFT JOIN claimed AS c ON true
