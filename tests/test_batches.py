@@ -155,3 +155,15 @@ async def test_a_batch_needs_jobs_and_real_callbacks(app: Shigoto) -> None:
     with pytest.raises(InvalidJobError, match="on_complete"):
         await app.batch([JobSpec.build("part", {})], on_complete=42)
     assert (await app.list_jobs()).jobs == []
+
+
+async def test_drain_queue_runs_a_batch_and_then_its_callback(app: Shigoto) -> None:
+    from shigoto.testing import drain_queue
+
+    summaries: list[dict[str, Any]] = []
+    _register(app, summaries)
+    await app.batch([JobSpec.build("part", {"n": n}) for n in range(3)], on_complete="batch.done")
+    await drain_queue(app, "default")
+    assert summaries == []  # the callback went to its own queue, "callbacks"
+    counts = await drain_queue(app, "callbacks")
+    assert counts["completed"] == 1 and summaries[0]["completed"] == 3

@@ -61,7 +61,8 @@ class InlineJobFailed(ShigotoError):
 async def drain_queue(app: Shigoto, queue: str, *, with_scheduled: bool = False) -> dict[str, int]:
     """Run `queue`'s jobs one by one in the calling task until none is left to run.
 
-    Jobs inserted by the jobs are run too. Each job gets its worker's own timeout. With
+    Jobs inserted by the jobs are run too, jobs waiting on dependencies once those complete,
+    and batch callbacks once their batch is done. Each job gets its worker's own timeout. With
     `with_scheduled`, scheduled jobs and retries run now rather than when due. Returns how
     many runs ended each way: completed, retryable, discarded, cancelled, snoozed.
     """
@@ -74,9 +75,16 @@ async def drain_queue(app: Shigoto, queue: str, *, with_scheduled: bool = False)
     acker = Acker(app._run, q, node_id)
     counts: Counter[str] = Counter()
     runs: Counter[int] = Counter()
+
+    async def results(ids: list[int]) -> dict[int, object]:
+        found: dict[int, object] = await app._run(execution.results_of(q, ids))
+        return found
+
     try:
         while True:
             await app._run(execution.stage(q, queue=queue, everything=with_scheduled))
+            await app._run(execution.resolve_dependencies(q))  # release waiting jobs
+            await app._run(execution.finish_batches(q))  # and insert batch callbacks
             claimed = await app._run(
                 execution.claim(
                     q, queue=queue, limit=1, node=node_id, fresh_for=app.config.claim_window
@@ -91,7 +99,8 @@ async def drain_queue(app: Shigoto, queue: str, *, with_scheduled: bool = False)
                     f"drain_queue: job {job.id} ran {MAX_RUNS_PER_JOB} times in one drain "
                     "(a job that always snoozes, with with_scheduled=True?)"
                 )
-            ack = await executor.execute(JobRun(job, report=acker.report_progress))
+            run = JobRun(job, report=acker.report_progress, results=results)
+            ack = await executor.execute(run)
             if ack is None:
                 continue
             acker.add(ack)
