@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import psycopg
 import pytest
 
-from shigoto import ConfigurationError, JobState, Shigoto
+from shigoto import ConfigurationError, JobSpec, JobState, Shigoto
+from tests.conftest import wait_until
 
 
 @pytest.fixture
@@ -60,3 +63,27 @@ async def test_async_connection_is_refused_by_the_sync_facade(
         with pytest.raises(ConfigurationError, match=r"conn: expected a psycopg\.Connection"):
             app.sync.insert(report.new({"month": "01"}), conn=conn)
     assert await count_jobs() == 0
+
+
+async def test_the_sync_facade_waits_for_jobs_and_makes_batches(fast_app: Shigoto) -> None:
+    @fast_app.worker(name="double")
+    async def double(n: int) -> int:
+        return 2 * n
+
+    batch = await asyncio.to_thread(
+        fast_app.sync.batch, [double.new({"n": n}) for n in range(3)], meta={"from": "a view"}
+    )
+    assert batch.total == 3
+    await fast_app.start()
+    done = [await asyncio.to_thread(fast_app.sync.wait_for, job.id, 10) for job in batch.jobs]
+    assert [job.result for job in done] == [0, 2, 4]
+
+    async def closed() -> object:
+        found = await asyncio.to_thread(fast_app.sync.get_batch, batch.id)
+        return found if found is not None and found.state == "finished" else None
+
+    final = await wait_until(closed)
+    assert final.completed == 3  # type: ignore[attr-defined]
+    stuck = await fast_app.insert(JobSpec.build("nobody.runs.this"))
+    with pytest.raises(TimeoutError):
+        await asyncio.to_thread(fast_app.sync.wait_for, stuck.id, 0.3)

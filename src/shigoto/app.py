@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
@@ -153,6 +154,24 @@ class _Facade:
         if dry_run:
             return store.prune_preview(self.queries, prune_after=after, retention=retention)
         return store.prune(self.queries, prune_after=after, retention=retention)
+
+    def _batch_op(
+        self,
+        specs: Iterable[JobSpec],
+        on_complete: Any,
+        on_discard: Any,
+        meta: Mapping[str, Any] | None,
+    ) -> Operation[Batch]:
+        checked = [self._spec(spec) for spec in specs]
+        if not checked:
+            raise InvalidJobError("specs", "a batch needs at least one job")
+        return store.insert_batch(
+            self.queries,
+            checked,
+            meta=check.json_object({} if meta is None else meta, "meta"),
+            on_complete=self._callback(on_complete, "on_complete"),
+            on_discard=self._callback(on_discard, "on_discard"),
+        )
 
     def _callback(self, worker: Any, field: str) -> dict[str, Any] | None:
         """A batch callback as stored: the worker's name and its job defaults."""
@@ -614,16 +633,7 @@ class Shigoto(_Facade):
         when every job of the batch has finished (`on_discard` only if one was discarded),
         with `batch={"id", "total", "completed", "discarded", "cancelled", "meta"}`.
         """
-        specs = [self._spec(spec) for spec in specs]
-        if not specs:
-            raise InvalidJobError("specs", "a batch needs at least one job")
-        op = store.insert_batch(
-            self.queries,
-            specs,
-            meta=check.json_object({} if meta is None else meta, "meta"),
-            on_complete=self._callback(on_complete, "on_complete"),
-            on_discard=self._callback(on_discard, "on_discard"),
-        )
+        op = self._batch_op(specs, on_complete, on_discard, meta)
         return await self._run(op, transaction=True)
 
     async def get_batch(self, batch_id: int) -> Batch | None:
@@ -865,6 +875,40 @@ class SyncShigoto(_Facade):
 
     def prune(self, *, dry_run: bool = False) -> tuple[int, int]:
         return self._run(self._prune_op(dry_run))
+
+    def batch(
+        self,
+        specs: Iterable[JobSpec],
+        *,
+        on_complete: Any = None,
+        on_discard: Any = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Batch:
+        op = self._batch_op(specs, on_complete, on_discard, meta)
+        return self._run(op, transaction=True)
+
+    def get_batch(self, batch_id: int) -> Batch | None:
+        return self._run(store.get_batch(self.queries, batch_id))
+
+    def wait_for(self, job_id: int, timeout: float | None = None) -> Job:
+        """`Shigoto.wait_for` for code that is not async (blocks the calling thread)."""
+        check.integer(job_id, "job_id", (1, 2**63 - 1))
+        deadline = None if timeout is None else time.monotonic() + check.seconds(timeout, "timeout")
+        kwargs = {**self._connection_kwargs(), "application_name": "shigoto-listener"}
+        with psycopg.connect(self.config.listen_dsn or self._dsn(), **kwargs) as listener:
+            run_sync(listener, store.listen_finished(self.queries))
+            job = self._run(store.await_job(self.queries, job_id))
+            while job is not None and not job.state.is_final:
+                wait = RECHECK if deadline is None else min(RECHECK, deadline - time.monotonic())
+                if wait <= 0:
+                    raise TimeoutError(f"job {job_id} did not finish within {timeout}s")
+                for note in listener.notifies(timeout=wait):
+                    if note.payload == str(job_id):
+                        break
+                job = self.get_job(job_id)
+        if job is None:
+            raise JobNotFoundError(job_id)
+        return job
 
     def delete(self, job_id: int) -> bool:
         return self._run(store.delete(self.queries, job_id))
