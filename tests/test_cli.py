@@ -170,3 +170,12 @@ def test_demo_runs_to_its_summary_with_no_database_configured(tmp_path: Path) ->
     summary = done.stdout[done.stdout.index("done in") :]
     assert "298 completed, 2 discarded" in " ".join(summary.split())
     assert "Traceback" not in done.stderr
+
+
+async def test_queue_pause_and_resume_from_the_command_line(run, app: Shigoto) -> None:
+    paused = run("queue", "pause", "emails")
+    assert paused.exit_code == 0 and "queue 'emails' paused" in paused.output
+    assert await app.is_queue_paused("emails")
+    resumed = run("queue", "resume", "emails")
+    assert resumed.exit_code == 0 and "queue 'emails' resumed" in resumed.output
+    assert not await app.is_queue_paused("emails")

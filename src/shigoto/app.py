@@ -114,16 +114,11 @@ class _Facade:
             )
         job_options = dict(options or {})
         policy, window = catch_up_policy(job_options.pop("catch_up", 3600.0))
-        if isinstance(worker, str) and worker not in self.workers:
-            spec = JobSpec.build(worker, args, **job_options)
-        else:
-            name_of = worker if isinstance(worker, str) else getattr(worker, "name", None)
-            if not isinstance(name_of, str) or name_of not in self.workers:
-                raise ConfigurationError(
-                    f"schedule {name!r}: expected a registered worker or a worker name, "
-                    f"got {worker!r}"
-                )
-            spec = self.workers.get(name_of).new(args, **job_options)
+        spec = self._spec_for(worker, args, job_options)
+        if spec is None:
+            raise ConfigurationError(
+                f"schedule {name!r}: expected a registered worker or a worker name, got {worker!r}"
+            )
         if spec.scheduled_at is not None:
             raise InvalidScheduleError("a schedule's jobs run at its moments: no scheduled_at")
         stored = {
@@ -173,14 +168,28 @@ class _Facade:
             on_discard=self._callback(on_discard, "on_discard"),
         )
 
+    def _spec_for(
+        self,
+        worker: Any,
+        args: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> JobSpec | None:
+        """A job for `worker` — a registered worker (its defaults apply) or any worker
+        name (another service may run it) — or None if `worker` is neither."""
+        if isinstance(worker, str) and worker not in self.workers:
+            return JobSpec.build(worker, args, **(options or {}))
+        name = worker if isinstance(worker, str) else getattr(worker, "name", None)
+        if not isinstance(name, str) or name not in self.workers:
+            return None
+        return self.workers.get(name).new(args, **(options or {}))
+
     def _callback(self, worker: Any, field: str) -> dict[str, Any] | None:
         """A batch callback as stored: the worker's name and its job defaults."""
         if worker is None:
             return None
-        name = worker if isinstance(worker, str) else getattr(worker, "name", None)
-        if not isinstance(name, str):
+        spec = self._spec_for(worker)
+        if spec is None:
             raise InvalidJobError(field, f"expected a worker or a worker name, got {worker!r}")
-        spec = self.workers.get(name).new() if name in self.workers else JobSpec.build(name)
         return {
             "worker": spec.worker,
             "queue": spec.queue,
@@ -297,7 +306,8 @@ class Shigoto(_Facade):
 
     def on_job_stopped(self, hook: Callable[[Job], object]) -> Callable[[Job], object]:
         """Call `hook(job)` (sync or async) on the node that ran a job, when its run ends
-        it for good: completed or discarded. A decorator; errors are logged."""
+        it for good: completed or discarded. Register hooks before the node starts. A
+        decorator; errors are logged."""
         self.job_hooks.append(hook)
         return hook
 

@@ -310,9 +310,7 @@ def pause_queue(
     schema: SchemaOption = None,
 ) -> None:
     """No node claims jobs of this queue until it is resumed (running jobs finish)."""
-    with _app(dsn, schema) as shigoto:
-        shigoto.sync.pause_queue(name)
-    out.print(f"queue {name!r} paused")
+    _set_paused(name, True, dsn, schema)
 
 
 @queue_cli.command("resume")
@@ -322,9 +320,13 @@ def resume_queue(
     schema: SchemaOption = None,
 ) -> None:
     """Let every node claim jobs of this queue again."""
+    _set_paused(name, False, dsn, schema)
+
+
+def _set_paused(name: str, paused: bool, dsn: str | None, schema: str | None) -> None:
     with _app(dsn, schema) as shigoto:
-        shigoto.sync.resume_queue(name)
-    out.print(f"queue {name!r} resumed")
+        (shigoto.sync.pause_queue if paused else shigoto.sync.resume_queue)(name)
+    out.print(f"queue {name!r} {'paused' if paused else 'resumed'}")
 
 
 @jobs_cli.command("show")

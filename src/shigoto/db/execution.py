@@ -89,11 +89,11 @@ def settle_and_claim(
     }
     result = yield Statement(q.claim_sql(fair), params)
     applied = set(result.rows[0]["acked"]) if result.rows else set()
-    waiting = bool(result.rows and result.rows[0]["follow_up"])
+    follow_up = bool(result.rows and result.rows[0]["follow_up"])
     jobs = [job_from_row(row) for row in result.rows if row["id"] is not None]
     if not fair:  # UPDATE ... RETURNING does not keep the pick's order: restore it.
         jobs.sort(key=lambda job: (-job.priority, job.scheduled_at, job.id))
-    return Settled(applied, jobs, waiting)
+    return Settled(applied, jobs, follow_up)
 
 
 def claim(

@@ -10,6 +10,7 @@ into SQL. Everything else travels as bound parameters.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from importlib import resources
 from typing import LiteralString
@@ -19,9 +20,15 @@ from shigoto import _validate
 SCHEMA_TOKEN = "__schema__"
 
 
+_INCLUDE = re.compile(r"__include_(\w+)__")
+
+
 @functools.cache
 def _raw(folder: str, name: str) -> str:
-    return (resources.files("shigoto.db") / folder / f"{name}.sql").read_text("utf-8")
+    """A file's text, with each `__include_<part>__` replaced by the file `_<part>.sql`
+    (shared fragments, such as the admin filters)."""
+    text = (resources.files("shigoto.db") / folder / f"{name}.sql").read_text("utf-8")
+    return _INCLUDE.sub(lambda match: _raw(folder, f"_{match[1]}").strip(), text)
 
 
 def bind_schema(sql: str, schema: str) -> LiteralString:

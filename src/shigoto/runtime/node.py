@@ -246,7 +246,7 @@ class Node:
             may_claim=self._may_claim,
             fair=name in self.config.fair_queues,
             on_follow_up=self._stager.poke,
-            on_stopped=lambda job: self._call_hooks(self.app.job_hooks, job),
+            on_stopped=self._job_stopped if self.app.job_hooks else None,
             fresh_for=self.config.claim_window,
         )
         self.producers[name] = producer
@@ -317,6 +317,9 @@ class Node:
         for job in jobs:
             if job.state is JobState.DISCARDED:
                 await self.executor.on_discard(job)
+
+    def _job_stopped(self, job: Job) -> None:
+        self._call_hooks(self.app.job_hooks, job)
 
     def _call_hooks(self, hooks: list[Callable[[Any], object]], subject: object) -> None:
         """Run the app's hooks for a stopped job or a closed batch, without holding up the

@@ -51,7 +51,7 @@ class Producer:
         may_claim: Callable[[], bool] = lambda: True,
         fair: bool = False,
         on_follow_up: Callable[[], None] = lambda: None,
-        on_stopped: Callable[[Job], None] = lambda job: None,
+        on_stopped: Callable[[Job], None] | None = None,
     ) -> None:
         self.queue = queue
         self.limit = limit
@@ -64,7 +64,9 @@ class Producer:
         self._may_claim = may_claim
         self._fresh_for = fresh_for
         self._fair = fair
-        self._on_stopped = on_stopped  # a job run here completed or was discarded
+        # Told of each job run here that completed or was discarded (the app's hooks); None
+        # when there are none, so a busy node builds no Job copies for nobody.
+        self._on_stopped = on_stopped
         self._on_follow_up = on_follow_up  # jobs just finished may release others or end a batch
         # Keyed by (job id, attempt): after a rescue this node may claim a job again while
         # its old run (no longer its own) is still being stopped.
@@ -181,7 +183,7 @@ class Producer:
                 self._outbox.append(ack)  # `_finished` wakes the loop, which claims with it
             else:
                 self._acker.add(ack)
-            if ack.state is JobState.COMPLETED:
+            if ack.state is JobState.COMPLETED and self._on_stopped is not None:
                 self._on_stopped(
                     dataclasses.replace(run.job, state=ack.state, result=ack.result, progress=100)
                 )
@@ -189,7 +191,8 @@ class Producer:
         if await self._acker.write(ack):
             errors = run.job.errors + ([ack.error] if ack.error else [])
             discarded = dataclasses.replace(run.job, state=JobState.DISCARDED, errors=errors)
-            self._on_stopped(discarded)
+            if self._on_stopped is not None:
+                self._on_stopped(discarded)
             await self._executor.on_discard(discarded)
 
     def cancel_job(self, job_id: int, reason: str, attempt: int | None = None) -> bool:

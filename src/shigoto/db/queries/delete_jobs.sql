@@ -4,11 +4,7 @@ DELETE FROM __schema__.jobs
 WHERE id = ANY(ARRAY(
     SELECT id FROM __schema__.jobs
     WHERE state = ANY(%(states)s::__schema__.job_state[])
-      AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
-      AND (%(workers)s::text[] IS NULL OR worker = ANY(%(workers)s::text[]))
-      AND (%(tags)s::text[] IS NULL OR tags @> %(tags)s::text[])
-      AND (%(since)s::timestamptz IS NULL OR inserted_at >= %(since)s::timestamptz)
-      AND (%(until)s::timestamptz IS NULL OR inserted_at < %(until)s::timestamptz)
+      AND __include_job_filter__
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ))
