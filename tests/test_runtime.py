@@ -205,6 +205,48 @@ async def test_outcomes(fast_app: Shigoto) -> None:
     assert 499 < delay < 501
 
 
+async def test_each_job_is_stopped_at_its_own_timeout(fast_app: Shigoto) -> None:
+    """Jobs with different timeouts side by side: each is stopped at its own deadline,
+    whatever order they started in; a plain function is given up on at its deadline too;
+    a TimeoutError a job raises itself is its own failure, not a timeout."""
+
+    @fast_app.worker(name="patient", timeout=30, max_attempts=1)
+    async def patient() -> str:
+        await asyncio.sleep(0.8)
+        return "done"
+
+    @fast_app.worker(name="hasty", timeout=0.3, max_attempts=1)
+    async def hasty() -> None:
+        await asyncio.sleep(30)
+
+    @fast_app.worker(name="blocking", timeout=0.3, max_attempts=1)
+    def blocking() -> None:
+        time.sleep(3)
+
+    @fast_app.worker(name="own_timeout", timeout=30, max_attempts=1)
+    async def own_timeout() -> None:
+        raise TimeoutError("upstream took too long")
+
+    jobs = [await w.enqueue() for w in (patient, hasty, blocking, own_timeout)]
+    await fast_app.start()
+    finished = [await _final(fast_app, job.id) for job in jobs]
+    done, stopped, given_up, failed = finished
+
+    assert (done.state, done.result) == (JobState.COMPLETED, "done")
+    for job in (stopped, given_up):
+        assert job.state is JobState.DISCARDED
+        assert (job.errors[-1]["error"], job.errors[-1]["message"]) == (
+            "TimeoutError",
+            "timed out after 0.3s",
+        )
+        ran_for = (job.discarded_at - job.attempted_at).total_seconds()  # type: ignore[operator]
+        assert 0.25 < ran_for < 2  # at its deadline: not the patient job's, nor the sleep's end
+    assert (failed.errors[-1]["error"], failed.errors[-1]["message"]) == (
+        "TimeoutError",
+        "upstream took too long",
+    )
+
+
 async def test_failures_retry_until_discarded_with_the_error_history(fast_app: Shigoto) -> None:
     calls: list[int] = []
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolClosed
 
+from shigoto import _json
 from shigoto import _validate as check
 from shigoto.admin import CANCELLABLE_STATES, RETRYABLE_STATES, JobFilter, JobPage, Status
 from shigoto.batches import Batch
@@ -56,6 +57,10 @@ logger = logging.getLogger("shigoto.app")
 
 MAX_PAGE = 1000
 RECHECK = 5.0  # seconds between looks at a waited-for job when no notification comes
+
+
+async def _configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
+    _json.use_on(conn)
 
 
 def _needs_transaction(spec: JobSpec) -> bool:
@@ -329,6 +334,7 @@ class Shigoto(_Facade):
                         min_size=self.config.pool_min_size,
                         max_size=self.config.pool_max_size,
                         kwargs=self._connection_kwargs(),
+                        configure=_configure_async,
                         open=False,
                         name="shigoto",
                     )
@@ -792,6 +798,7 @@ class SyncShigoto(_Facade):
                     min_size=min(self.config.pool_min_size, 1),
                     max_size=self.config.pool_max_size,
                     kwargs=self._connection_kwargs(),
+                    configure=_json.use_on,
                     open=False,
                     name="shigoto-sync",
                 )

@@ -130,12 +130,13 @@ class Job:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Job:
-        values = {name: row[name] for name in _COLUMNS}
+        values = {name: row[name] for name in JOB_COLUMNS}
         values["state"] = STATE_OF[values["state"]]
         return cls(**values)
 
 
-_COLUMNS = [name for name in Job.__dataclass_fields__ if name != "conflict"]
+# The columns of shigoto.jobs a Job holds, in the order of its fields.
+JOB_COLUMNS = tuple(name for name in Job.__dataclass_fields__ if name != "conflict")
 
 # The state for a `state` column value: a dict lookup, several times cheaper than the enum's
 # call, which runs for every job a claim or a bulk insert returns.

@@ -1,7 +1,9 @@
 """The shigoto driver for `python -m bench compare` (see ../PROTOCOL.md).
 
 Settings: the defaults (LISTEN/NOTIFY wake-ups, claims sized to free slots, batched
-outcome writes, prepared statements on); one queue `default` with the given concurrency.
+outcome writes, prepared statements on); one queue `default` with the given concurrency;
+the `fast` extra installed (orjson, uvloop), which docs/performance.md recommends, and
+every command run as `shigoto worker` runs a node: on uvloop.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import psycopg
 
 from shigoto import JobSpec, Shigoto
+from shigoto.cli import run_on_fastest_loop
 
 WORKER = "bench.noop"
 
@@ -276,7 +279,8 @@ def main() -> None:
         "steady": lambda: steady(o.dsn, o.rate, o.seconds, o.nodes, o.concurrency),
         "seed_finished": lambda: seed_finished(o.dsn, o.rows),
     }
-    result = asyncio.run(commands[o.command]())  # type: ignore[no-untyped-call]
+    # As `shigoto worker` runs: on uvloop when the `fast` extra is installed.
+    result = run_on_fastest_loop(commands[o.command]())  # type: ignore[no-untyped-call]
     if o.command != "worker":
         print(json.dumps(result), flush=True)
 

@@ -8,7 +8,6 @@ connection:
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from collections.abc import Mapping, Sequence
@@ -17,10 +16,11 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from shigoto import _json
 from shigoto.batches import Batch
 from shigoto.db.operations import Operation, Statement
 from shigoto.db.queries import Queries
-from shigoto.db.store import job_from_row
+from shigoto.db.store import job_from_row, job_from_values
 from shigoto.job import Job, JobState
 
 STAGE_BATCH = 5_000
@@ -81,16 +81,17 @@ def settle_and_claim(
     round-robin across the queue's partitions.
     """
     params = {
-        "outcomes": json.dumps([a.document() for a in acks]),
+        "outcomes": _json.dumps([a.document() for a in acks]),
         "node": node,
         "queue": queue,
         "limit": limit if queue is not None else 0,
         "fresh_for": fresh_for,
     }
-    result = yield Statement(q.claim_sql(fair), params)
-    applied = set(result.rows[0]["acked"]) if result.rows else set()
-    follow_up = bool(result.rows and result.rows[0]["follow_up"])
-    jobs = [job_from_row(row) for row in result.rows if row["id"] is not None]
+    result = yield Statement(q.claim_sql(fair), params, tuples=True)
+    # Each row: acked, announced, follow_up, then the job's columns (JOB_COLUMNS).
+    applied = set(result.rows[0][0]) if result.rows else set()
+    follow_up = bool(result.rows and result.rows[0][2])
+    jobs = [job_from_values(row[3:]) for row in result.rows if row[3] is not None]
     if not fair:  # UPDATE ... RETURNING does not keep the pick's order: restore it.
         jobs.sort(key=lambda job: (-job.priority, job.scheduled_at, job.id))
     return Settled(applied, jobs, follow_up)
@@ -157,7 +158,9 @@ def record_progress(
     q: Queries, updates: Mapping[tuple[int, int], float], *, node: str
 ) -> Operation[None]:
     """Store progress for running jobs: `{(job_id, attempt): percent}`."""
-    document = json.dumps([{"id": i, "attempt": a, "progress": p} for (i, a), p in updates.items()])
+    document = _json.dumps(
+        [{"id": i, "attempt": a, "progress": p} for (i, a), p in updates.items()]
+    )
     yield Statement(q.sql("record_progress"), {"updates": document, "node": node})
 
 

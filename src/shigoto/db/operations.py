@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, LiteralString, TypeVar
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
 from shigoto.outcomes import MigrationError
 
@@ -27,11 +27,13 @@ T = TypeVar("T")
 class Statement:
     sql: LiteralString
     params: Mapping[str, Any] | None = None
+    # Rows as tuples rather than dicts: for the claim, whose rows become Jobs by position.
+    tuples: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[Any] = field(default_factory=list)  # dicts, or tuples if the statement asked
     rowcount: int = 0
 
 
@@ -62,7 +64,8 @@ async def run_async(
     try:
         statement = next(operation)
         while True:
-            async with conn.cursor(row_factory=dict_row) as cur:
+            rows_as = tuple_row if statement.tuples else dict_row
+            async with conn.cursor(row_factory=rows_as) as cur:
                 await cur.execute(statement.sql, statement.params)
                 rows = await cur.fetchall() if _has_rows(cur) else []
                 result = Result(rows, cur.rowcount)
@@ -85,7 +88,8 @@ def run_sync(
     try:
         statement = next(operation)
         while True:
-            with conn.cursor(row_factory=dict_row) as cur:
+            rows_as = tuple_row if statement.tuples else dict_row
+            with conn.cursor(row_factory=rows_as) as cur:
                 cur.execute(statement.sql, statement.params)
                 rows = cur.fetchall() if _has_rows(cur) else []
                 result = Result(rows, cur.rowcount)

@@ -16,6 +16,7 @@ from importlib import resources
 from typing import LiteralString
 
 from shigoto import _validate
+from shigoto.job import JOB_COLUMNS
 
 SCHEMA_TOKEN = "__schema__"
 
@@ -29,6 +30,17 @@ def _raw(folder: str, name: str) -> str:
     (shared fragments, such as the admin filters)."""
     text = (resources.files("shigoto.db") / folder / f"{name}.sql").read_text("utf-8")
     return _INCLUDE.sub(lambda match: _raw(folder, f"_{match[1]}").strip(), text)
+
+
+def compact(sql: str) -> str:
+    """The statement without its `--` comments, indentation and blank lines.
+
+    Those are for readers of the files; psycopg caches the parsing of a statement only up
+    to 4 KB of text, and the runtime's claim is longer than that with them. (A `--` inside
+    a string literal would be cut too: test_queries checks that our statements have none.)
+    """
+    lines = (line.split("--", 1)[0].strip() for line in sql.splitlines())
+    return "\n".join(line for line in lines if line)
 
 
 def bind_schema(sql: str, schema: str) -> LiteralString:
@@ -49,14 +61,17 @@ class Queries:
 
     @functools.cache  # noqa: B019 - instances are cached per schema and live for the process
     def sql(self, name: str) -> LiteralString:
-        return bind_schema(_raw("queries", name), self.schema)
+        return bind_schema(compact(_raw("queries", name)), self.schema)
 
     @functools.cache  # noqa: B019 - as above
     def claim_sql(self, fair: bool = False) -> LiteralString:
         """settle_and_claim.sql with its pick: pick_jobs.sql, or pick_jobs_fair.sql."""
         pick = self.sql("pick_jobs_fair" if fair else "pick_jobs")
-        # Both parts are our own files, bound to the validated schema.
-        return self.sql("settle_and_claim").replace("__pick__", pick)
+        # Both parts are our own files, bound to the validated schema; the columns are
+        # the names of Job's fields.
+        columns = ", ".join(f"j.{name}" for name in JOB_COLUMNS)
+        claim = self.sql("settle_and_claim").replace("__pick__", pick)
+        return claim.replace("__job_columns__", columns)
 
     @property
     def insert_channel(self) -> str:

@@ -42,6 +42,9 @@ logger = logging.getLogger("shigoto.executor")
 
 MAX_TRACEBACK = 16_000  # characters kept per error entry (the end, where the cause is)
 MAX_MESSAGE = 4_000
+# The alarm may ring a little before a deadline (the loop's clock resolution): a run due
+# within this many seconds counts as due.
+_ALARM_SLACK = 0.001
 
 
 def _storable(text: str, limit: int) -> str:
@@ -89,6 +92,11 @@ class Executor:
         self.node_id = node_id
         self._threads = threads
         self._pool: ThreadPoolExecutor | None = None
+        # The runs under way, by id(run): their deadline (loop time) and task. One alarm,
+        # set for the earliest deadline, stops those that overrun: a timer per job (what
+        # `asyncio.timeout` costs) was a tenth of a busy node's time.
+        self._deadlines: dict[int, tuple[float, asyncio.Task[Any], JobRun]] = {}
+        self._alarm: asyncio.TimerHandle | None = None
 
     @property
     def pool(self) -> ThreadPoolExecutor:
@@ -118,43 +126,76 @@ class Executor:
             )
         worker = worker_cls()
         token = context.enter(run)
+        task = asyncio.current_task()
+        assert task is not None
+        self._watch(run, task, worker_cls.timeout)
         try:
             outcome = await self._perform(worker, worker_cls, run)
         except asyncio.CancelledError:
-            return self._interrupted(run)
+            return self._interrupted(run, worker, task)
         finally:
+            self._unwatch(run)
             context.leave(token)
         if run.stop_reason is not None:
             # Interrupted, whatever the worker turned the cancellation into (an error raised
             # from its cleanup, say): an interruption is not the job's failure.
-            return self._interrupted(run)
+            return self._interrupted(run, worker, task)
         return self._ack(worker, job, outcome)
 
+    def _watch(self, run: JobRun, task: asyncio.Task[Any], timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self._deadlines[id(run)] = (deadline, task, run)
+        if self._alarm is None or deadline < self._alarm.when():
+            if self._alarm is not None:
+                self._alarm.cancel()
+            self._alarm = loop.call_at(deadline, self._stop_overdue)
+
+    def _unwatch(self, run: JobRun) -> None:
+        self._deadlines.pop(id(run), None)
+        if not self._deadlines and self._alarm is not None:
+            self._alarm.cancel()  # nothing left to watch: no alarm ringing for nobody
+            self._alarm = None
+
+    def _stop_overdue(self) -> None:
+        """The alarm: stop the runs past their deadline; set it again for the next one."""
+        loop = asyncio.get_running_loop()
+        self._alarm = None
+        now = loop.time() + _ALARM_SLACK
+        upcoming = [deadline for deadline, _, _ in self._deadlines.values() if deadline > now]
+        for deadline, task, run in list(self._deadlines.values()):
+            if deadline <= now and run.stop_reason is None:
+                run.stop_reason = "timeout"
+                task.cancel()
+        if upcoming:
+            self._alarm = loop.call_at(min(upcoming), self._stop_overdue)
+
     async def _perform(self, worker: Worker, worker_cls: type[Worker], run: JobRun) -> object:
-        """Whatever `perform` returned or raised (as the value), or a timeout marker."""
+        """Whatever `perform` returned or raised (as the value)."""
         job = run.job
-        timeout = worker_cls.timeout
         try:
-            async with asyncio.timeout(timeout) as deadline:
-                if runs_in_thread(worker_cls):
-                    loop = asyncio.get_running_loop()
-                    ctx = contextvars.copy_context()
-                    return await loop.run_in_executor(self.pool, ctx.run, worker.perform, job)
-                result = worker.perform(job)
-                if inspect.isawaitable(result):
-                    result = await result
-                return result
-        except TimeoutError as error:
-            if deadline.expired():
-                return _TimedOut(timeout)
-            return error
+            if runs_in_thread(worker_cls):
+                loop = asyncio.get_running_loop()
+                ctx = contextvars.copy_context()
+                return await loop.run_in_executor(self.pool, ctx.run, worker.perform, job)
+            result = worker.perform(job)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
         except Outcome as outcome:
             return outcome
         except Exception as error:
             return error
 
-    def _interrupted(self, run: JobRun) -> Ack | None:
+    def _interrupted(self, run: JobRun, worker: Worker, task: asyncio.Task[Any]) -> Ack | None:
         job = run.job
+        if run.stop_reason == "timeout":
+            task.uncancel()  # our own cancellation, dealt with: the task goes on normally
+            timeout = type(worker).timeout
+            failure = TimeoutError(f"timed out after {timeout:g}s")
+            return self._failure(
+                job, None, self._backoff(worker, job, failure), "TimeoutError", str(failure)
+            )
         if run.stop_reason == "cancelled":
             return None  # the row says cancelled already
         if run.stop_reason == "job-paused":  # pause_job on a running job (D14)
@@ -173,11 +214,6 @@ class Executor:
         return Ack(job.id, job.attempt, JobState.AVAILABLE, refund=True)
 
     def _ack(self, worker: Worker, job: Job, outcome: object) -> Ack:
-        if isinstance(outcome, _TimedOut):
-            message = f"timed out after {outcome.seconds:g}s"
-            return self._failure(
-                job, None, self._backoff(worker, job, outcome), "TimeoutError", message
-            )
         if isinstance(outcome, Snooze):
             state = JobState.SCHEDULED if outcome.seconds > 0 else JobState.AVAILABLE
             return Ack(job.id, job.attempt, state, refund=True, delay=outcome.seconds)
@@ -217,11 +253,10 @@ class Executor:
         state = JobState.RETRYABLE if delay > 0 else JobState.AVAILABLE
         return Ack(job.id, job.attempt, state, delay=delay, error=entry)
 
-    def _backoff(self, worker: Worker, job: Job, error: object) -> float:
+    def _backoff(self, worker: Worker, job: Job, error: BaseException) -> float:
         """The worker's backoff for this attempt, or the default if it misbehaves."""
-        failure = error if isinstance(error, BaseException) else TimeoutError(str(error))
         try:
-            delay = worker.backoff(job.attempt, failure)
+            delay = worker.backoff(job.attempt, error)
         except Exception:
             logger.exception("backoff of %s failed; using the default", job.worker)
             return default_backoff(job.attempt)
@@ -246,13 +281,3 @@ class Executor:
             await worker.on_discard(job)
         except Exception:
             logger.exception("on_discard of %s failed for job %s", job.worker, job.id)
-
-
-class _TimedOut:
-    __slots__ = ("seconds",)
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-
-    def __str__(self) -> str:
-        return f"timed out after {self.seconds:g}s"
