@@ -97,6 +97,7 @@ class Executor:
         # `asyncio.timeout` costs) was a tenth of a busy node's time.
         self._deadlines: dict[int, tuple[float, asyncio.Task[Any], JobRun]] = {}
         self._alarm: asyncio.TimerHandle | None = None
+        self._in_thread: dict[type[Worker], bool] = {}  # runs_in_thread, asked once per class
 
     @property
     def pool(self) -> ThreadPoolExecutor:
@@ -134,7 +135,9 @@ class Executor:
         except asyncio.CancelledError:
             return self._interrupted(run, worker, task)
         finally:
-            self._unwatch(run)
+            # (The alarm stays set: jobs that finish at once, which is most of them on a
+            # busy node, would otherwise cost a timer each again.)
+            self._deadlines.pop(id(run), None)
             context.leave(token)
         if run.stop_reason is not None:
             # Interrupted, whatever the worker turned the cancellation into (an error raised
@@ -150,12 +153,6 @@ class Executor:
             if self._alarm is not None:
                 self._alarm.cancel()
             self._alarm = loop.call_at(deadline, self._stop_overdue)
-
-    def _unwatch(self, run: JobRun) -> None:
-        self._deadlines.pop(id(run), None)
-        if not self._deadlines and self._alarm is not None:
-            self._alarm.cancel()  # nothing left to watch: no alarm ringing for nobody
-            self._alarm = None
 
     def _stop_overdue(self) -> None:
         """The alarm: stop the runs past their deadline; set it again for the next one."""
@@ -174,7 +171,10 @@ class Executor:
         """Whatever `perform` returned or raised (as the value)."""
         job = run.job
         try:
-            if runs_in_thread(worker_cls):
+            in_thread = self._in_thread.get(worker_cls)
+            if in_thread is None:
+                in_thread = self._in_thread[worker_cls] = runs_in_thread(worker_cls)
+            if in_thread:
                 loop = asyncio.get_running_loop()
                 ctx = contextvars.copy_context()
                 return await loop.run_in_executor(self.pool, ctx.run, worker.perform, job)
