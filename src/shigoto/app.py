@@ -35,6 +35,7 @@ from shigoto.config import Config
 from shigoto.db import migrator, scheduling, store
 from shigoto.db.embedded import embedded_dsn
 from shigoto.db.operations import Operation, run_async, run_sync
+from shigoto.db.pools import LifoAsyncConnectionPool, LifoConnectionPool
 from shigoto.db.queries import Queries
 from shigoto.job import FINAL_STATES, Job, JobSpec, JobState
 from shigoto.outcomes import (
@@ -329,7 +330,7 @@ class Shigoto(_Facade):
             async with self._pool_lock:
                 if self._pool is None:
                     dsn = await asyncio.to_thread(self._dsn)
-                    pool = AsyncConnectionPool(
+                    pool = LifoAsyncConnectionPool(
                         dsn,
                         min_size=self.config.pool_min_size,
                         max_size=self.config.pool_max_size,
@@ -793,7 +794,7 @@ class SyncShigoto(_Facade):
     def _get_pool(self) -> ConnectionPool:
         with self._pool_lock:
             if self._pool is None:
-                pool = ConnectionPool(
+                pool = LifoConnectionPool(
                     self._dsn(),
                     min_size=min(self.config.pool_min_size, 1),
                     max_size=self.config.pool_max_size,
