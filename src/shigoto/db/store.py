@@ -189,19 +189,28 @@ def _insert_plain(
 
 
 def _spec_document(spec: JobSpec) -> dict[str, Any]:
-    scheduled_at = spec.scheduled_at.isoformat() if spec.scheduled_at else None
-    return {
+    """A job for insert_jobs.sql. What is empty or unset is left out (the statement fills
+    in the column's default): a shorter document to write, send and parse, which is most
+    of a bulk insert's cost."""
+    document: dict[str, Any] = {
         "queue": spec.queue,
         "worker": spec.worker,
-        "args": spec.args,
-        "meta": spec.meta,
-        "tags": spec.tags,
         "priority": spec.priority,
         "max_attempts": spec.max_attempts,
-        "scheduled_at": scheduled_at,
-        "partition_key": spec.partition_key,
-        "origin": spec.origin,
     }
+    if spec.args:
+        document["args"] = spec.args
+    if spec.meta:
+        document["meta"] = spec.meta
+    if spec.tags:
+        document["tags"] = spec.tags
+    if spec.scheduled_at is not None:
+        document["scheduled_at"] = spec.scheduled_at.isoformat()
+    if spec.partition_key is not None:
+        document["partition_key"] = spec.partition_key
+    if spec.origin is not None:
+        document["origin"] = spec.origin
+    return document
 
 
 def _job_from_spec(spec: JobSpec, row: dict[str, Any], depends_on: list[int]) -> Job:

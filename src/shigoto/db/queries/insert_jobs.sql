@@ -2,7 +2,8 @@
 -- serialised in one call): far cheaper than one bound value per job and column. Ids are
 -- drawn in the array's order. A job with a dependency not completed yet, or one on a job
 -- of the same call (`waits`), starts out 'waiting' (D6); its dependencies on jobs of the
--- same call are added by link_dependencies.sql, in the same transaction.
+-- same call are added by link_dependencies.sql, in the same transaction. A job's empty
+-- args, meta and tags are left out of its object (store._spec_document).
 INSERT INTO __schema__.jobs
     (state, queue, worker, args, meta, tags, priority, max_attempts,
      scheduled_at, partition_key, origin, depends_on, on_dependency_failure)
@@ -17,7 +18,8 @@ SELECT
           WHEN j.scheduled_at > now() THEN 'scheduled'
           ELSE 'available' END)
         ::__schema__.job_state,
-    j.queue, j.worker, j.args, j.meta, j.tags, j.priority, j.max_attempts,
+    j.queue, j.worker, COALESCE(j.args, '{}'), COALESCE(j.meta, '{}'), COALESCE(j.tags, '{}'),
+    j.priority, j.max_attempts,
     COALESCE(j.scheduled_at, now()), j.partition_key, j.origin,
     COALESCE(j.depends_on, '{}'), COALESCE(j.on_dependency_failure, 'cancel')
 FROM ROWS FROM (
