@@ -9,8 +9,9 @@ import asyncio
 
 from shigoto import JobSpec, Shigoto
 
-# Finished jobs are archived one second after they finished (the default is 14 days).
-app = Shigoto(prune_after=1.0, archive_retention=30 * 86400)
+# Finished jobs are archived one second after they finished (the default is 14 days); the
+# leader vacuums `jobs` once 20,000 dead row versions pile up (the default is 5,000).
+app = Shigoto(prune_after=1.0, archive_retention=30 * 86400, vacuum_after=20_000)
 
 
 @app.worker(name="report.build")

@@ -4,13 +4,18 @@ holding up inserts or claims for more than a moment."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
+import psycopg
+import pytest
 from psycopg import sql
 from typer.testing import CliRunner
 
 from shigoto import JobSpec, JobState, Shigoto
 from shigoto.cli import cli
+from shigoto.runtime.leader import Leader
+from shigoto.runtime.vacuumer import Vacuumer
 from tests.conftest import FAST, wait_until
 
 DAY = 86_400
@@ -130,3 +135,78 @@ async def test_only_the_leader_prunes(dsn: str, schema: str, db) -> None:
 
 async def _archived(db, schema: str, count: int) -> bool:
     return await _count(db, schema, "jobs_archive") == count
+
+
+async def _table_stats(db, schema: str) -> tuple[int, int]:
+    """(dead row versions, manual vacuums) of the schema's jobs, as PostgreSQL counts them."""
+    cur = await db.execute(
+        "SELECT n_dead_tup, vacuum_count FROM pg_stat_user_tables "
+        "WHERE schemaname = %s AND relname = 'jobs'",
+        [schema],
+    )
+    row = await cur.fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+async def test_the_leader_vacuums_jobs_once_dead_rows_pile_up(dsn: str, schema: str, db) -> None:
+    """Claimed and finished jobs leave dead row versions (and dead claim-index entries)
+    behind; past `vacuum_after` the leader vacuums the table, without waiting for
+    autovacuum. Below it, it does not."""
+    settings = {**FAST, "vacuum_after": 300, "vacuum_interval": 0.1}
+    app = Shigoto(dsn=dsn, schema=schema, **settings)  # type: ignore[arg-type]
+    await app.migrate()
+
+    @app.worker(name="noop")
+    async def noop() -> None:
+        pass
+
+    async def dead_rows_counted(at_least: int) -> bool:
+        return (await _table_stats(db, schema))[0] >= at_least
+
+    async def vacuumed() -> bool:
+        return (await _table_stats(db, schema))[1] > 0
+
+    await app.insert_all([noop.new() for _ in range(100)])
+    async with app:
+        assert app.node is not None and app.node.vacuumer is not None
+        vacuumer = app.node.vacuumer
+        # 100 jobs claimed and completed: ~200 dead versions, under the 300 that vacuum.
+        await wait_until(lambda: dead_rows_counted(150), timeout=20)
+        assert await vacuumer.tidy()
+        assert (await _table_stats(db, schema))[1] == 0
+        await app.insert_all([noop.new() for _ in range(400)])
+        await wait_until(vacuumed, timeout=20)
+    assert vacuumer.vacuums >= 1
+    await app.close()
+
+
+async def test_a_role_that_may_not_vacuum_leaves_it_to_autovacuum(
+    dsn: str, schema: str, db, caplog: pytest.LogCaptureFixture
+) -> None:
+    role = f"{schema}_user"
+    await db.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(role)))
+    try:
+        owner = Shigoto(dsn=dsn, schema=schema)
+        await owner.migrate()
+        await owner.close()
+        await db.execute(
+            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
+                sql.Identifier(schema), sql.Identifier(role)
+            )
+        )
+        guest_dsn = psycopg.conninfo.make_conninfo(dsn, options=f"-c role={role}")
+        app = Shigoto(dsn=guest_dsn, schema=schema, vacuum_after=0)
+        vacuumer = Vacuumer(
+            app._run,
+            app.queries,
+            Leader(app._run, app.queries, "n", role="leader", lease=1),
+            after=0,
+            interval=1,
+        )
+        with caplog.at_level(logging.INFO, logger="shigoto.vacuumer"):
+            assert await vacuumer.tidy() is False
+        assert "left to autovacuum" in caplog.text and vacuumer.vacuums == 0
+        await app.close()
+    finally:
+        await db.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        await db.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

@@ -22,6 +22,7 @@
 | SHIGOTO_FAIR_QUEUES           | fair_queues ("tenants,imports") |
 | SHIGOTO_PRUNE_AFTER           | prune_after           |
 | SHIGOTO_ARCHIVE_RETENTION     | archive_retention     |
+| SHIGOTO_VACUUM_AFTER          | vacuum_after          |
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ def parse_queues(text: str) -> dict[str, int]:
             raise ConfigurationError(f"queues: expected NAME=LIMIT, got {item!r}")
         queues[name.strip()] = int(limit)
     return queues
+
+
+def _count_or_off(text: str) -> int | None:
+    return None if text.strip().lower() in ("", "off", "none") else int(text)
 
 
 def _flag(text: str) -> bool:
@@ -74,6 +79,10 @@ _ENV: dict[str, tuple[str, Any]] = {
     "leader_lease": ("SHIGOTO_LEADER_LEASE", float),
     "prune_after": ("SHIGOTO_PRUNE_AFTER", float),
     "archive_retention": ("SHIGOTO_ARCHIVE_RETENTION", float),
+    "vacuum_after": (
+        "SHIGOTO_VACUUM_AFTER",
+        lambda text: None if text in ("", "off") else int(text),
+    ),
     "fair_queues": ("SHIGOTO_FAIR_QUEUES", lambda text: tuple(filter(None, text.split(",")))),
 }
 
@@ -109,6 +118,9 @@ class Config:
         None turns pruning off.
     archive_retention: seconds an archived job is kept before it is deleted (30 days).
     prune_interval: seconds between the leader's pruning passes.
+    vacuum_after: dead row versions in `jobs` (beyond 1% of its live rows) at which the
+        leader vacuums it, rather than wait for autovacuum (5,000); None turns it off.
+    vacuum_interval: seconds between the leader's looks at the dead row count.
     """
 
     dsn: str | None = None
@@ -135,6 +147,8 @@ class Config:
     prune_after: float | None = 14 * 24 * 3600.0
     archive_retention: float = 30 * 24 * 3600.0
     prune_interval: float = 60.0
+    vacuum_after: int | None = 5_000
+    vacuum_interval: float = 1.0
 
     def __post_init__(self) -> None:
         _validate.schema_name(self.schema)
@@ -154,8 +168,16 @@ class Config:
                 _validate.integer(self.sync_threads, "sync_threads", (1, 10_000))
             if self.prune_after is not None:
                 _validate.seconds(self.prune_after, "prune_after")
-            for name in ("leader_lease", "schedule_tick", "archive_retention", "prune_interval"):
+            for name in (
+                "leader_lease",
+                "schedule_tick",
+                "archive_retention",
+                "prune_interval",
+                "vacuum_interval",
+            ):
                 _validate.seconds(getattr(self, name), name, allow_zero=False)
+            if self.vacuum_after is not None:
+                _validate.integer(self.vacuum_after, "vacuum_after", (0, 2**62))
             for name, weight in self.queue_weights.items():
                 _validate.queue(name, "queue_weights")
                 _validate.integer(weight, f"queue_weights[{name!r}]", (1, 1000))

@@ -405,6 +405,25 @@ def _batches(q: Queries, query: str, older_than: float, limit: int | None) -> Op
     return total
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeadRows:
+    dead: int
+    live: int
+    may_vacuum: bool
+
+
+def dead_rows(q: Queries) -> Operation[DeadRows]:
+    """The dead and live row counts of `jobs` (PostgreSQL's statistics)."""
+    result = yield Statement(q.sql("dead_rows"))
+    row = result.rows[0] if result.rows else {"dead": 0, "live": 0, "may_vacuum": False}
+    return DeadRows(int(row["dead"]), int(row["live"]), bool(row["may_vacuum"]))
+
+
+def vacuum(q: Queries) -> Operation[None]:
+    """VACUUM `jobs` (outside a transaction)."""
+    yield Statement(q.sql("vacuum_jobs"))
+
+
 def prune_preview(
     q: Queries, *, prune_after: float, retention: float
 ) -> Operation[tuple[int, int]]:

@@ -40,6 +40,7 @@ from shigoto.runtime.pruner import Pruner
 from shigoto.runtime.retrying import TRANSIENT
 from shigoto.runtime.scheduler import Scheduler
 from shigoto.runtime.stager import Stager
+from shigoto.runtime.vacuumer import Vacuumer
 
 if TYPE_CHECKING:
     from shigoto.app import Shigoto
@@ -76,6 +77,7 @@ class Node:
         self._hurry = asyncio.Event()
         self.paused = False
         self.leader: Leader | None = None
+        self.vacuumer: Vacuumer | None = None
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -139,6 +141,15 @@ class Node:
                 interval=self.config.prune_interval,
             )
             self._spawn("pruner", pruner.run)
+        if self.config.vacuum_after is not None:
+            self.vacuumer = Vacuumer(
+                self._db,
+                q,
+                self.leader,
+                after=self.config.vacuum_after,
+                interval=self.config.vacuum_interval,
+            )
+            self._spawn("vacuumer", self.vacuumer.run)
         if self.config.notifier:
             self.notifier = Notifier(
                 connect=self._listen_connection,

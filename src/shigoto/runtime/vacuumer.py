@@ -1,0 +1,73 @@
+"""Keeping `jobs` lean between autovacuum's visits, on the leader only.
+
+Each claim walks the claim index from its front, where the entries of jobs claimed since
+the last VACUUM lie, dead; with tens of thousands of them a claim reads a hundred index
+pages instead of a few. Autovacuum looks at a database about once a minute: at thousands
+of jobs a second, far too seldom for a queue. So every `vacuum_interval` seconds the
+leader reads the dead row count PostgreSQL keeps for `jobs` and, past `vacuum_after` (plus
+1% of the live rows, so that a big table is not vacuumed over and over), vacuums it.
+Measured with the W3 drains (`python -m bench compare`): 13-16% more jobs/s on a table that
+has just been drained.
+
+A role that may not VACUUM `jobs` (neither its owner nor a member of the owning role)
+leaves it to autovacuum; the node says so once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from shigoto.db import store
+from shigoto.db.queries import Queries
+from shigoto.runtime.leader import Leader
+from shigoto.runtime.retrying import TRANSIENT
+
+logger = logging.getLogger("shigoto.vacuumer")
+
+LIVE_SHARE = 0.01  # dead rows allowed per live row, on top of `vacuum_after`
+
+
+class Vacuumer:
+    def __init__(
+        self,
+        db: Callable[..., Awaitable[Any]],
+        queries: Queries,
+        leader: Leader,
+        *,
+        after: int,
+        interval: float,
+    ) -> None:
+        self._db = db
+        self._q = queries
+        self._leader = leader
+        self._after = after
+        self._interval = interval
+        self.vacuums = 0  # how many this node ran
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            if not self._leader.is_leader:
+                continue
+            try:
+                if not await self.tidy():
+                    return
+            except TRANSIENT as error:
+                logger.warning("vacuuming jobs failed, will try again: %s", error)
+
+    async def tidy(self) -> bool:
+        """Vacuum `jobs` if it holds too many dead rows; False if this role may not."""
+        rows: store.DeadRows = await self._db(store.dead_rows(self._q))
+        if not rows.may_vacuum:
+            logger.info(
+                "not the owner of %s.jobs: vacuuming it is left to autovacuum", self._q.schema
+            )
+            return False
+        if rows.dead >= self._after + LIVE_SHARE * rows.live:
+            await self._db(store.vacuum(self._q))
+            self.vacuums += 1
+            logger.debug("vacuumed %s.jobs (%d dead rows)", self._q.schema, rows.dead)
+        return True
