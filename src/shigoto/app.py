@@ -356,8 +356,13 @@ class Shigoto(_Facade):
             return await run_async(conn, operation, transaction=transaction)
         pool = await self._get_pool()
         try:
-            async with pool.connection() as pooled:
+            # getconn/putconn rather than `pool.connection()`: the same, without a context
+            # manager's generator on every statement of a busy node.
+            pooled = await pool.getconn()
+            try:
                 return await run_async(pooled, operation, transaction=transaction)
+            finally:
+                await pool.putconn(pooled)
         except psycopg.OperationalError:
             # One dead connection usually means more (a server restart, a purge): have the
             # pool test its idle ones now rather than hand them out to fail one by one.
