@@ -4,11 +4,10 @@ time it started, so latency can be read off the jobs table afterwards."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from shigoto import Shigoto
-from shigoto.cli import serve
+from shigoto.cli import run_on_fastest_loop, serve
 
 app = Shigoto()
 
@@ -19,4 +18,4 @@ async def noop(n: int = 0) -> float:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(app))
+    run_on_fastest_loop(serve(app))  # as `shigoto worker` runs it: uvloop when installed

@@ -5,7 +5,8 @@ the last VACUUM lie, dead; with tens of thousands of them a claim reads a hundre
 pages instead of a few. Autovacuum looks at a database about once a minute: at thousands
 of jobs a second, far too seldom for a queue. So every `vacuum_interval` seconds the
 leader reads the dead row count PostgreSQL keeps for `jobs` and, past `vacuum_after` (plus
-1% of the live rows, so that a big table is not vacuumed over and over), vacuums it.
+1% of the live rows, so that a big table is not vacuumed over and over), vacuums it; while
+the count is under a tenth of that, it looks five times less often.
 Measured with the W3 drains (`python -m bench compare`): 13-16% more jobs/s on a table that
 has just been drained.
 
@@ -28,6 +29,7 @@ from shigoto.runtime.retrying import TRANSIENT
 logger = logging.getLogger("shigoto.vacuumer")
 
 LIVE_SHARE = 0.01  # dead rows allowed per live row, on top of `vacuum_after`
+QUIET_SLOWDOWN = 5  # looks this many times less often while dead rows are far from it
 
 
 class Vacuumer:
@@ -46,10 +48,11 @@ class Vacuumer:
         self._after = after
         self._interval = interval
         self.vacuums = 0  # how many this node ran
+        self._pause = interval
 
     async def run(self) -> None:
         while True:
-            await asyncio.sleep(self._interval)
+            await asyncio.sleep(self._pause)
             if not self._leader.is_leader:
                 continue
             try:
@@ -66,8 +69,12 @@ class Vacuumer:
                 "not the owner of %s.jobs: vacuuming it is left to autovacuum", self._q.schema
             )
             return False
-        if rows.dead >= self._after + LIVE_SHARE * rows.live:
+        threshold = self._after + LIVE_SHARE * rows.live
+        if rows.dead >= threshold:
             await self._db(store.vacuum(self._q))
             self.vacuums += 1
             logger.debug("vacuumed %s.jobs (%d dead rows)", self._q.schema, rows.dead)
+        # An idle queue is looked at less often: an idle node's CPU is a cost too.
+        quiet = rows.dead < threshold / 10
+        self._pause = self._interval * (QUIET_SLOWDOWN if quiet else 1)
         return True
