@@ -25,12 +25,18 @@ def test_environment_fills_what_keywords_leave_unset() -> None:
     assert config.prepared_statements is False
 
 
+@pytest.mark.parametrize(("text", "expected"), [("20000", 20_000), ("off", None), ("None", None)])
+def test_vacuum_after_from_the_environment(text: str, expected: int | None) -> None:
+    assert Config.from_env({"SHIGOTO_VACUUM_AFTER": text}).vacuum_after == expected
+
+
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
         ({"SHIGOTO_QUEUES": "default"}, "SHIGOTO_QUEUES: queues: expected NAME=LIMIT"),
         ({"SHIGOTO_POLL_INTERVAL": "soon"}, "SHIGOTO_POLL_INTERVAL: could not convert"),
         ({"SHIGOTO_PREPARED_STATEMENTS": "maybe"}, "expected a true/false value"),
+        ({"SHIGOTO_VACUUM_AFTER": "lots"}, "SHIGOTO_VACUUM_AFTER: invalid literal"),
     ],
 )
 def test_bad_environment_names_the_variable(environ: dict[str, str], message: str) -> None:

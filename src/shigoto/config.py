@@ -79,10 +79,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "leader_lease": ("SHIGOTO_LEADER_LEASE", float),
     "prune_after": ("SHIGOTO_PRUNE_AFTER", float),
     "archive_retention": ("SHIGOTO_ARCHIVE_RETENTION", float),
-    "vacuum_after": (
-        "SHIGOTO_VACUUM_AFTER",
-        lambda text: None if text in ("", "off") else int(text),
-    ),
+    "vacuum_after": ("SHIGOTO_VACUUM_AFTER", _count_or_off),
     "fair_queues": ("SHIGOTO_FAIR_QUEUES", lambda text: tuple(filter(None, text.split(",")))),
 }
 

@@ -130,12 +130,6 @@ class Job:
             spec.origin,
         )
 
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Job:
-        values = {name: row[name] for name in JOB_COLUMNS}
-        values["state"] = STATE_OF[values["state"]]
-        return cls(**values)
-
 
 # The columns of shigoto.jobs a Job holds, in the order of its fields.
 JOB_COLUMNS = tuple(name for name in Job.__dataclass_fields__ if name != "conflict")

@@ -6,7 +6,7 @@ facade share every line of logic and SQL:
 
     def get_job(q: Queries, job_id: int) -> Operation[Job | None]:
         result = yield Statement(q.sql("get_job"), {"id": job_id})
-        return Job.from_row(result.rows[0]) if result.rows else None
+        return job_from_row(result.rows[0]) if result.rows else None
 """
 
 from __future__ import annotations

@@ -35,22 +35,19 @@ _TIMESTAMPS = (
 )
 
 
-def job_from_row(row: dict[str, Any]) -> Job:
-    """A `Job` with every timestamp in UTC, whatever the session's TimeZone."""
-    for name in _TIMESTAMPS:
-        value = row[name]
-        if value is not None and value.tzinfo is not UTC:
-            row[name] = value.astimezone(UTC)
-    return Job.from_row(row)
-
-
 _TIMESTAMP_POSITIONS = tuple(JOB_COLUMNS.index(name) for name in _TIMESTAMPS)
 _STATE_POSITION = JOB_COLUMNS.index("state")
 
 
+def job_from_row(row: dict[str, Any]) -> Job:
+    """A `Job` from a row of `jobs` (with at least JOB_COLUMNS); see `job_from_values`."""
+    return job_from_values([row[name] for name in JOB_COLUMNS])
+
+
 def job_from_values(values: Sequence[Any]) -> Job:
-    """`job_from_row` for the values of JOB_COLUMNS in order (the claim's rows): no dict
-    per row, which a busy node would build ten thousand times a second."""
+    """A `Job` from the values of JOB_COLUMNS in order, every timestamp in UTC whatever the
+    session's TimeZone. The claim's rows come this way: no dict per row, which a busy node
+    would build ten thousand times a second."""
     fields = list(values)
     for i in _TIMESTAMP_POSITIONS:
         value = fields[i]
@@ -186,19 +183,9 @@ def _insert_plain(
 
 def _job_document(spec: JobSpec, depends_on: list[int], waits: bool) -> dict[str, Any]:
     """A job for insert_jobs.sql, with the jobs it depends on: existing ones by id, and
-    whether it also waits for jobs of the same call (`waits`)."""
-    document = _spec_document(spec)
-    if spec.depends_on:
-        document["depends_on"] = depends_on
-        document["waits"] = waits
-        document["on_dependency_failure"] = spec.on_dependency_failure
-    return document
-
-
-def _spec_document(spec: JobSpec) -> dict[str, Any]:
-    """A job for insert_jobs.sql. What is empty or unset is left out (the statement fills
-    in the column's default): a shorter document to write, send and parse, which is most
-    of a bulk insert's cost."""
+    whether it also waits for jobs of the same call (`waits`). What is empty or unset is
+    left out (the statement fills in the column's default): a shorter document to write,
+    send and parse, which is most of a bulk insert's cost."""
     document: dict[str, Any] = {
         "queue": spec.queue,
         "worker": spec.worker,
@@ -217,6 +204,10 @@ def _spec_document(spec: JobSpec) -> dict[str, Any]:
         document["partition_key"] = spec.partition_key
     if spec.origin is not None:
         document["origin"] = spec.origin
+    if spec.depends_on:
+        document["depends_on"] = depends_on
+        document["waits"] = waits
+        document["on_dependency_failure"] = spec.on_dependency_failure
     return document
 
 
@@ -422,7 +413,7 @@ class DeadRows:
 def dead_rows(q: Queries) -> Operation[DeadRows]:
     """The dead and live row counts of `jobs` (PostgreSQL's statistics)."""
     result = yield Statement(q.sql("dead_rows"))
-    row = result.rows[0] if result.rows else {"dead": 0, "live": 0, "may_vacuum": False}
+    row = result.rows[0]  # the table exists (its name is cast to regclass): one row
     return DeadRows(int(row["dead"]), int(row["live"]), bool(row["may_vacuum"]))
 
 

@@ -3,7 +3,7 @@
 -- drawn in the array's order. A job with a dependency not completed yet, or one on a job
 -- of the same call (`waits`), starts out 'waiting' (D6); its dependencies on jobs of the
 -- same call are added by link_dependencies.sql, in the same transaction. A job's empty
--- args, meta and tags are left out of its object (store._spec_document).
+-- args, meta and tags are left out of its object (store._job_document).
 INSERT INTO __schema__.jobs
     (state, queue, worker, args, meta, tags, priority, max_attempts,
      scheduled_at, partition_key, origin, depends_on, on_dependency_failure)

@@ -13,9 +13,9 @@
 -- of the table under a generic plan, which prepared statements get).
 --
 -- One row per claimed job, each carrying the ids of the outcomes written (`acked`); a
--- single row of NULL job columns when nothing was claimed. The job columns are those of
--- the `Job` class, in its order (`__job_columns__`), so that a row becomes a Job by position. Finished jobs that someone
--- waits for are announced on `jobs_finished` (migration 0004).
+-- single row of NULL job columns when nothing was claimed. The job columns are the fields
+-- of the `Job` class, in their order (`__job_columns__`): a row becomes a Job by position.
+-- Finished jobs that someone waits for are announced on `jobs_finished` (migration 0004).
 WITH outcome AS (
     SELECT * FROM jsonb_to_recordset(%(outcomes)s::jsonb) AS o(
         id bigint, attempt integer, state text, refund boolean,
