@@ -35,17 +35,30 @@ class Peer:
     requirements: tuple[str, ...]  # what its virtualenv needs
     python: str  # the interpreter the virtualenv is made from
     needs: tuple[int, int] = (3, 11)
+    # Workload options the peer has no setting for, and why: those steps are not run.
+    lacks: tuple[tuple[str, str], ...] = ()
+
+
+# None of the peers claims more jobs than it can run at once (pgqueuer's batch_size must
+# be at most half its max_concurrent_tasks; procrastinate fetches a job per free worker;
+# oban fetches up to its queue's free slots).
+NO_PREFETCH = (("prefetch", "no setting to claim jobs beyond its concurrency"),)
 
 
 PEERS = {
     "shigoto": Peer("shigoto", (), sys.executable),
-    "procrastinate": Peer("procrastinate", ("procrastinate", "psycopg[binary]"), sys.executable),
-    "pgqueuer": Peer("pgqueuer", ("pgqueuer[asyncpg]", "psycopg[binary]"), sys.executable),
+    "procrastinate": Peer(
+        "procrastinate", ("procrastinate", "psycopg[binary]"), sys.executable, lacks=NO_PREFETCH
+    ),
+    "pgqueuer": Peer(
+        "pgqueuer", ("pgqueuer[asyncpg]", "psycopg[binary]"), sys.executable, lacks=NO_PREFETCH
+    ),
     "oban": Peer(
         "oban",
         ("oban", "psycopg[binary]", "psycopg-pool", "uvloop", "orjson"),
         "python3.12",
         (3, 12),
+        lacks=NO_PREFETCH,
     ),
 }
 
@@ -55,6 +68,8 @@ WORKLOADS = {
     "W3": [
         ("drain", {"jobs": 20_000, "nodes": 1, "concurrency": 10}),
         ("drain", {"jobs": 20_000, "nodes": 2, "concurrency": 10}),
+        # shigoto's `prefetch` (docs/performance.md): still 10 at a time, bigger claims.
+        ("drain", {"jobs": 20_000, "nodes": 2, "concurrency": 10, "prefetch": 40}),
     ],
     "W4": [("latency", {"jobs": 200, "gap": 0.02})],
     "W5": [("steady", {"rate": 2_000, "seconds": 20, "nodes": 2, "concurrency": 10})],
@@ -142,6 +157,9 @@ CLAIM_100_ONE_STATEMENT = (
     "LIMIT 100 FOR UPDATE SKIP LOCKED) RETURNING id) "
     "UPDATE jobs SET state = 'completed' WHERE id IN (SELECT id FROM claimed);\n"
 )
+# The same with 10: one statement per 10 jobs, as when a queue running 10 at a time writes
+# the outcomes of one batch with the claim of the next.
+CLAIM_10_ONE_STATEMENT = CLAIM_100_ONE_STATEMENT.replace("LIMIT 100", "LIMIT 10")
 # What any queue running 10 jobs at a time must do at least: claim 10 in one transaction,
 # complete them in another (the jobs run in between).
 CLAIM_10_THEN_COMPLETE = (
@@ -154,12 +172,13 @@ CLAIM_10_THEN_COMPLETE = (
 
 
 def ceiling(admin_dsn: str, pgbench: str = "pgbench") -> dict[str, Any]:
-    """PostgreSQL alone: claim-and-complete loops with pgbench (in batches of 100 in one
-    statement, and in batches of 10 as two transactions), and single inserts with bare
+    """PostgreSQL alone: claim-and-complete loops with pgbench (in batches of 100 or 10 in
+    one statement, and in batches of 10 as two transactions), and single inserts with bare
     psycopg into shigoto's own table (the yardstick for W2)."""
     results = {"bare_single_insert_jobs_per_second": bare_single_insert(admin_dsn, 2_000)}
     for name, script, batch in (
         ("batch_100", CLAIM_100_ONE_STATEMENT, 100),
+        ("batch_10", CLAIM_10_ONE_STATEMENT, 10),
         ("batch_10_two_commits", CLAIM_10_THEN_COMPLETE, 10),
     ):
         dsn = _ceiling_table(admin_dsn)
@@ -249,6 +268,10 @@ def run(admin_dsn: str, peers: list[str], workloads: list[str]) -> dict[str, Any
             drive(python, name, "setup", dsn, {})
             steps = []
             for command, options in WORKLOADS[workload]:
+                lacking = [why for option, why in peer.lacks if options.get(option)]
+                if lacking:
+                    steps.append({"command": command, **options, "unsupported": lacking[0]})
+                    continue
                 print(f"{name} {workload} {command} {options}", file=sys.stderr, flush=True)
                 steps.append(
                     {"command": command, **options, **drive(python, name, command, dsn, options)}
@@ -274,6 +297,7 @@ def table(report: dict[str, Any]) -> str:
         ("W2 single inserts, jobs/s", "W2", 0, "jobs_per_second", True),
         ("W3 drain, 1 node, jobs/s", "W3", 0, "jobs_per_second", True),
         ("W3 drain, 2 nodes, jobs/s", "W3", 1, "jobs_per_second", True),
+        ("W3 drain, 2 nodes, prefetch 40, jobs/s", "W3", 2, "jobs_per_second", True),
         ("W4 latency p50, ms", "W4", 0, "p50_ms", False),
         ("W4 latency p99, ms", "W4", 0, "p99_ms", False),
         ("W5 steady p50, ms", "W5", 0, "p50_ms", False),
@@ -295,7 +319,8 @@ def table(report: dict[str, Any]) -> str:
                 if isinstance(report["peers"][peer], dict)
                 else None
             )
-            value = steps[index].get(key) if steps and len(steps) > index else None
+            step = steps[index] if steps and len(steps) > index else {}
+            value = step.get(key, "n/a" if "unsupported" in step else None)
             values[peer] = value
         others = [v for p, v in values.items() if p != "shigoto" and isinstance(v, int | float)]
         ours = values.get("shigoto")
@@ -315,7 +340,9 @@ def table(report: dict[str, Any]) -> str:
     lines.append(
         "PostgreSQL alone (pgbench): claim+complete in batches of 100, one statement: "
         f"{ceiling.get('batch_100_clients_1_jobs_per_second')} jobs/s with 1 client, "
-        f"{ceiling.get('batch_100_clients_2_jobs_per_second')} with 2; claim 10 then "
+        f"{ceiling.get('batch_100_clients_2_jobs_per_second')} with 2; in batches of 10, one "
+        f"statement: {ceiling.get('batch_10_clients_1_jobs_per_second')} with 1 client, "
+        f"{ceiling.get('batch_10_clients_2_jobs_per_second')} with 2; claim 10 then "
         "complete them in a second transaction (the least a queue running 10 at a time "
         f"does): {ceiling.get('batch_10_two_commits_clients_1_jobs_per_second')} with 1 client, "
         f"{ceiling.get('batch_10_two_commits_clients_2_jobs_per_second')} with 2. "

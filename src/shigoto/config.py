@@ -8,6 +8,7 @@
 | SHIGOTO_SCHEMA                | schema                |
 | SHIGOTO_HOME                  | home                  |
 | SHIGOTO_QUEUES                | queues ("default=10,emails=5") |
+| SHIGOTO_PREFETCH              | prefetch              |
 | SHIGOTO_POLL_INTERVAL         | poll_interval         |
 | SHIGOTO_POOL_MIN_SIZE         | pool_min_size         |
 | SHIGOTO_POOL_MAX_SIZE         | pool_max_size         |
@@ -66,6 +67,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "schema": ("SHIGOTO_SCHEMA", str),
     "home": ("SHIGOTO_HOME", Path),
     "queues": ("SHIGOTO_QUEUES", parse_queues),
+    "prefetch": ("SHIGOTO_PREFETCH", int),
     "poll_interval": ("SHIGOTO_POLL_INTERVAL", float),
     "pool_min_size": ("SHIGOTO_POOL_MIN_SIZE", int),
     "pool_max_size": ("SHIGOTO_POOL_MAX_SIZE", int),
@@ -91,6 +93,10 @@ class Config:
     dsn: PostgreSQL connection string; None starts the embedded server in `home`.
     schema: the schema holding shigoto's tables (validated: `[a-z_][a-z0-9_]*`).
     queues: queue name -> concurrency limit on this node.
+    prefetch: jobs each queue claims beyond its free slots, to wait on this node for one
+        (0). For many short jobs: fewer, bigger claims. A prefetched job is claimed
+        (`executing`), so no other node takes it; it returns to the queue, its attempt
+        unused, if this node stops or pauses first.
     prepared_statements: turn off behind PgBouncer in transaction pooling mode.
     notifier: LISTEN for new jobs and signals; off behind PgBouncer without `listen_dsn`
         (nodes then poll every `poll_interval`).
@@ -124,6 +130,7 @@ class Config:
     schema: str = "shigoto"
     home: Path = Path(".shigoto")
     queues: Mapping[str, int] = field(default_factory=lambda: {"default": 10})
+    prefetch: int = 0
     poll_interval: float = 1.0
     pool_min_size: int = 1
     pool_max_size: int = 10
@@ -153,6 +160,7 @@ class Config:
             for name, limit in self.queues.items():
                 _validate.queue(name, "queues")
                 _validate.integer(limit, f"queues[{name!r}]", (1, 10_000))
+            _validate.integer(self.prefetch, "prefetch", (0, 10_000))
             _validate.seconds(self.poll_interval, "poll_interval", allow_zero=False)
             _validate.integer(self.pool_min_size, "pool_min_size", (0, 1000))
             _validate.integer(self.pool_max_size, "pool_max_size", (1, 1000))

@@ -1,9 +1,11 @@
 """The shigoto driver for `python -m bench compare` (see ../PROTOCOL.md).
 
 Settings: the defaults (LISTEN/NOTIFY wake-ups, claims sized to free slots, batched
-outcome writes, prepared statements on); one queue `default` with the given concurrency;
-the `fast` extra installed (orjson, uvloop), which docs/performance.md recommends, and
-every command run as `shigoto worker` runs a node: on uvloop.
+outcome writes, prepared statements on), and `prefetch` where a step asks for it (W3's
+third drain: docs/performance.md recommends it for many short jobs); one queue `default`
+with the given concurrency; the `fast` extra installed (orjson, uvloop), which
+docs/performance.md recommends, and every command run as `shigoto worker` runs a node: on
+uvloop.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from shigoto.cli import run_on_fastest_loop
 WORKER = "bench.noop"
 
 
-def make_app(dsn: str, concurrency: int = 10) -> Shigoto:
-    app = Shigoto(dsn=dsn, queues={"default": concurrency})
+def make_app(dsn: str, concurrency: int = 10, prefetch: int = 0) -> Shigoto:
+    app = Shigoto(dsn=dsn, queues={"default": concurrency}, prefetch=prefetch)
 
     @app.worker(name=WORKER)
     async def noop(k: int | None = None) -> None:
@@ -74,8 +76,8 @@ async def single_insert(dsn: str, jobs: int) -> dict[str, Any]:
     return {"jobs": jobs, "seconds": round(seconds, 4), "jobs_per_second": round(jobs / seconds)}
 
 
-async def worker(dsn: str, concurrency: int) -> None:
-    app = make_app(dsn, concurrency)
+async def worker(dsn: str, concurrency: int, prefetch: int) -> None:
+    app = make_app(dsn, concurrency, prefetch)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -94,7 +96,7 @@ async def worker(dsn: str, concurrency: int) -> None:
 class Workers:
     """`count` worker processes of this script; their stdout lines are collected."""
 
-    def __init__(self, dsn: str, count: int, concurrency: int) -> None:
+    def __init__(self, dsn: str, count: int, concurrency: int, prefetch: int = 0) -> None:
         command = [
             sys.executable,
             __file__,
@@ -103,6 +105,8 @@ class Workers:
             dsn,
             "--concurrency",
             str(concurrency),
+            "--prefetch",
+            str(prefetch),
         ]
         self.processes = [
             subprocess.Popen(command, stdout=subprocess.PIPE, text=True, bufsize=1)
@@ -151,8 +155,8 @@ async def _left_to_do(conn: psycopg.AsyncConnection[Any]) -> bool:
     return bool(row and row[0])
 
 
-async def drain(dsn: str, jobs: int, nodes: int, concurrency: int) -> dict[str, Any]:
-    workers = Workers(dsn, nodes, concurrency)
+async def drain(dsn: str, jobs: int, nodes: int, concurrency: int, prefetch: int) -> dict[str, Any]:
+    workers = Workers(dsn, nodes, concurrency, prefetch)
     try:
         await workers.ready()
         app = make_app(dsn)
@@ -171,6 +175,7 @@ async def drain(dsn: str, jobs: int, nodes: int, concurrency: int) -> dict[str, 
         "jobs": jobs,
         "nodes": nodes,
         "concurrency": concurrency,
+        "prefetch": prefetch,
         "seconds": round(seconds, 3),
         "jobs_per_second": round(jobs / seconds),
         "insert_seconds": round(inserted - began, 3),
@@ -264,6 +269,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--nodes", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--prefetch", type=int, default=0)
     parser.add_argument("--gap", type=float, default=0.02)
     parser.add_argument("--rate", type=int, default=2_000)
     parser.add_argument("--seconds", type=float, default=20)
@@ -273,8 +279,8 @@ def main() -> None:
         "setup": lambda: setup(o.dsn),
         "bulk_insert": lambda: bulk_insert(o.dsn, o.jobs),
         "single_insert": lambda: single_insert(o.dsn, o.jobs),
-        "worker": lambda: worker(o.dsn, o.concurrency),
-        "drain": lambda: drain(o.dsn, o.jobs, o.nodes, o.concurrency),
+        "worker": lambda: worker(o.dsn, o.concurrency, o.prefetch),
+        "drain": lambda: drain(o.dsn, o.jobs, o.nodes, o.concurrency, o.prefetch),
         "latency": lambda: latency(o.dsn, o.jobs, o.gap),
         "steady": lambda: steady(o.dsn, o.rate, o.seconds, o.nodes, o.concurrency),
         "seed_finished": lambda: seed_finished(o.dsn, o.rows),

@@ -201,6 +201,8 @@ class Node:
         if mode not in ("graceful", "aggressive"):
             raise ValueError(f"mode: expected 'graceful' or 'aggressive', got {mode!r}")
         self.paused = True
+        for producer in self.producers.values():
+            producer.release_held("paused")  # claimed but not started: back to the queue
         if mode == "aggressive":
             for producer in self.producers.values():
                 producer.interrupt_all("paused")
@@ -259,6 +261,7 @@ class Node:
             on_follow_up=self._stager.poke,
             on_stopped=self._job_stopped if self.app.job_hooks else None,
             fresh_for=self.config.claim_window,
+            prefetch=self.config.prefetch,
         )
         self.producers[name] = producer
         self._spawn(f"producer:{name}", producer.run)

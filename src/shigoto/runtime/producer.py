@@ -4,6 +4,12 @@ The producer claims when it is told there may be work (an insert notification, a
 job, a poll tick) or when a slot frees up after a claim that filled every slot (there may
 be more). It never runs more jobs at once than its limit.
 
+With a `prefetch`, a claim also takes that many jobs beyond the free slots; they wait on
+this node (already claimed: `executing` in the table) for a slot, and the next claim comes
+when a slot has nothing left to run. Fewer, bigger claims for many short jobs; a job that
+waits here is not available to other nodes, and goes back to the queue, its attempt
+refunded, if this node stops or pauses before starting it.
+
 While it expects to claim again soon, the outcomes of its finished jobs wait in its outbox
 and ride with the next claim: one statement and one commit for both, which is what a busy
 node spends most of its database time on. Whenever it will not claim, it hands them to the
@@ -29,6 +35,7 @@ from shigoto.runtime.acker import Acker
 from shigoto.runtime.context import JobRun
 from shigoto.runtime.executor import Executor
 from shigoto.runtime.retrying import TRANSIENT, Backoff
+from shigoto.runtime.slots import Slots
 
 logger = logging.getLogger("shigoto.producer")
 
@@ -52,9 +59,12 @@ class Producer:
         fair: bool = False,
         on_follow_up: Callable[[], None] = lambda: None,
         on_stopped: Callable[[Job], None] | None = None,
+        prefetch: int = 0,
     ) -> None:
         self.queue = queue
         self.limit = limit
+        self.prefetch = prefetch
+        self._slots = Slots(limit)
         self._db = db
         self._q = queries
         self._node = node_id
@@ -70,7 +80,9 @@ class Producer:
         self._on_follow_up = on_follow_up  # jobs just finished may release others or end a batch
         # Keyed by (job id, attempt): after a rescue this node may claim a job again while
         # its old run (no longer its own) is still being stopped.
+        # Claimed jobs, running or waiting for a slot (`_held`, with a prefetch).
         self.running: dict[tuple[int, int], tuple[asyncio.Task[None], JobRun]] = {}
+        self._held: set[tuple[int, int]] = set()
         self._wake = asyncio.Event()
         self._more = True  # there may be claimable jobs: claim at the first free slot
         self._claiming = True
@@ -78,7 +90,11 @@ class Producer:
 
     @property
     def free(self) -> int:
-        return max(0, self.limit - len(self.running))
+        """How many jobs to claim: none while every slot has a job (running or held), else
+        enough for the free slots and the prefetch."""
+        if len(self.running) >= self.limit:
+            return 0
+        return self.limit + self.prefetch - len(self.running)
 
     def wake(self) -> None:
         """There may be new jobs (an insert, a staged or rescued job, a reconnect)."""
@@ -87,6 +103,7 @@ class Producer:
 
     def scale(self, limit: int) -> None:
         self.limit = limit
+        self._slots.resize(limit)
         self.wake()
 
     def _will_claim(self) -> bool:
@@ -171,11 +188,16 @@ class Producer:
             self._wake.set()
 
     async def _execute(self, run: JobRun) -> None:
-        try:
-            ack = await self._executor.execute(run)
-        except Exception:  # a bug of ours; the job is rescued or retried, never lost
-            logger.exception("job %s: the executor failed", run.job.id)
-            return
+        if await self._slot_for(run):
+            try:
+                ack = await self._executor.execute(run)
+            except Exception:  # a bug of ours; the job is rescued or retried, never lost
+                logger.exception("job %s: the executor failed", run.job.id)
+                return
+            finally:
+                self._slots.give_back()
+        else:
+            ack = _never_started(run)
         if ack is None:  # stopped because the job is no longer ours (cancelled, rescued)
             return
         if ack.state is not JobState.DISCARDED:
@@ -194,6 +216,26 @@ class Producer:
             if self._on_stopped is not None:
                 self._on_stopped(discarded)
             await self._executor.on_discard(discarded)
+
+    async def _slot_for(self, run: JobRun) -> bool:
+        """Wait for a slot (a prefetched job); False if the job was stopped meanwhile."""
+        if self._slots.try_take():
+            return True
+        key = (run.job.id, run.job.attempt)
+        self._held.add(key)
+        try:
+            await self._slots.take()
+            return True
+        except asyncio.CancelledError:
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]  # dealt with here
+            return False
+        finally:
+            self._held.discard(key)
+
+    def release_held(self, reason: str) -> None:
+        """Give back the claimed jobs that wait for a slot (they return to the queue)."""
+        for job_id, attempt in list(self._held):
+            self.cancel_job(job_id, reason, attempt)
 
     def cancel_job(self, job_id: int, reason: str, attempt: int | None = None) -> bool:
         """Interrupt the runs of a job (of one attempt, if given); False if none runs here."""
@@ -218,6 +260,7 @@ class Producer:
         set), then interrupt the rest, which go back to the queue at once without using an
         attempt."""
         self._claiming = False
+        self.release_held("shutdown")
         jobs = [task for task, _ in self.running.values()]
         if jobs and timeout > 0:
             waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(asyncio.wait(jobs))]
@@ -234,3 +277,12 @@ class Producer:
             )
             await asyncio.wait(left)
         self._hand_over()
+
+
+def _never_started(run: JobRun) -> Ack | None:
+    """The outcome of a held job stopped before it ran: back where it was, attempt unused."""
+    job = run.job
+    if run.stop_reason == "cancelled":
+        return None  # the row says cancelled already
+    state = JobState.PAUSED if run.stop_reason == "job-paused" else JobState.AVAILABLE
+    return Ack(job.id, job.attempt, state, refund=True)
