@@ -8,7 +8,15 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
-from shigoto import ConfigurationError, Job, JobState, Shigoto, UnknownWorkerError, Worker
+from shigoto import (
+    ConfigurationError,
+    InvalidJobError,
+    Job,
+    JobState,
+    Shigoto,
+    UnknownWorkerError,
+    Worker,
+)
 
 
 @pytest.fixture
@@ -210,3 +218,60 @@ async def test_app_connection_shares_the_callers_transaction(
         kept = await send_email.enqueue({"to": "y"}, conn=conn)
     assert await count_jobs() == 1
     assert (await app.get_job(kept.id)) == kept
+
+
+async def test_insert_many_shares_the_template_and_keeps_order(app: Shigoto, send_email) -> None:
+    template = send_email.new({"subject": "Hi"}, priority=7, meta={"campaign": "nov"})
+    ids = await app.insert_many(template, [{"to": f"user{i}@x"} for i in range(300)])
+
+    assert len(ids) == 300 and ids == sorted(ids)
+    jobs = [await app.get_job(job_id) for job_id in (ids[0], ids[150], ids[-1])]
+    assert [j.args for j in jobs if j] == [
+        {"subject": "Hi", "to": "user0@x"},  # the template's args are each job's defaults
+        {"subject": "Hi", "to": "user150@x"},
+        {"subject": "Hi", "to": "user299@x"},
+    ]
+    for job in jobs:
+        assert job is not None and job.state is JobState.AVAILABLE
+        assert (job.queue, job.priority, job.max_attempts, job.tags, job.meta) == (
+            "emails",
+            7,
+            5,
+            ["email"],
+            {"campaign": "nov"},
+        )
+
+
+async def test_insert_many_of_scheduled_unique_and_nothing(
+    app: Shigoto, send_email, count_jobs
+) -> None:
+    later = await send_email.enqueue_many([{"to": "a"}, {"to": "b"}], scheduled_in=600)
+    assert [(await app.get_job(i)).state for i in later] == [JobState.SCHEDULED] * 2  # type: ignore[union-attr]
+    # A unique template takes insert_all's way: one job per key, the existing one's id again.
+    unique = send_email.new(unique=True)
+    first = await app.insert_many(unique, [{"to": "x"}, {"to": "y"}])
+    again = await app.insert_many(unique, [{"to": "y"}, {"to": "z"}])
+    assert again[0] == first[1] and again[1] not in first
+    assert await app.insert_many(unique, []) == []
+    assert await count_jobs() == 5
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([{"to": "a"}, ["not", "a", "dict"]], r"args\[1\]: must be a JSON object"),
+        ([{"to": {1, 2}}], r"args\[0\]\[.to.\]"),
+        ({"to": "a"}, "expected a list of JSON objects"),
+    ],
+)
+async def test_insert_many_refuses_bad_args_and_writes_nothing(
+    app: Shigoto, send_email, count_jobs, args: object, message: str
+) -> None:
+    with pytest.raises(InvalidJobError, match=message):
+        await app.insert_many(send_email.new(), args)  # type: ignore[arg-type]
+    assert await count_jobs() == 0
+
+
+async def test_insert_many_from_sync_code(app: Shigoto, send_email) -> None:
+    ids = app.sync.insert_many(send_email.new(priority=1), [{"to": "a"}, {"to": "b"}])
+    assert [(await app.get_job(i)).args for i in ids] == [{"to": "a"}, {"to": "b"}]  # type: ignore[union-attr]

@@ -59,17 +59,19 @@ async def test_manual_records_inserts_for_assertions(app: Shigoto, workers, coun
         await send.enqueue({"to": "a@b.c", "extra": {"x": 1}})
         await send.enqueue({"to": "z@b.c"}, scheduled_in=60)
         app.sync.enqueue("report", {"month": "nov"})
+        [many] = await app.insert_many(send.new(), [{"to": "many@b.c"}])
 
+        assert jobs.assert_enqueued(args={"to": "many@b.c"}).id == many
         first = jobs.assert_enqueued(worker=send, args={"to": "a@b.c"})
         assert first.state is JobState.AVAILABLE and first.queue == "emails"
         assert jobs.assert_enqueued(worker="emails.send", args={"extra": {"x": 1}}) is first
-        assert len(jobs.all_enqueued(worker=send)) == 2
+        assert len(jobs.all_enqueued(worker=send)) == 3
         assert len(jobs.all_enqueued(state="scheduled", tags=["mail"])) == 1
-        assert len(jobs.all_enqueued()) == 3
+        assert len(jobs.all_enqueued()) == 4
         jobs.refute_enqueued(worker=broken)
         with pytest.raises(AssertionError, match="no job enqueued matching worker='broken'"):
             jobs.assert_enqueued(worker="broken")
-        with pytest.raises(AssertionError, match=r"2 job\(s\) enqueued matching"):
+        with pytest.raises(AssertionError, match=r"3 job\(s\) enqueued matching"):
             jobs.refute_enqueued(queue="emails")
         jobs.reset()
         assert jobs.all_enqueued() == []

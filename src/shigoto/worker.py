@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import inspect
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from shigoto import _validate as check
@@ -97,6 +97,14 @@ class Worker:
     ) -> Job:
         """`new` then `app.insert`: insert one job for this worker."""
         return await cls._registered_app().insert(cls.new(args, **options), conn=conn)
+
+    @classmethod
+    async def enqueue_many(
+        cls, args: Iterable[Mapping[str, Any]], *, conn: Any = None, **options: Any
+    ) -> list[int]:
+        """`app.insert_many`: one job of this worker per args, all with these options, in
+        one statement; returns their ids in order."""
+        return await cls._registered_app().insert_many(cls.new(None, **options), args, conn=conn)
 
     @classmethod
     def _registered_name(cls) -> str:

@@ -59,7 +59,9 @@ async def bulk_insert(dsn: str, jobs: int) -> dict[str, Any]:
     async with app.connection():  # the pool is open before timing, as for the peers
         pass
     began = time.perf_counter()  # building the jobs counts, as it does for the peers
-    await app.insert_all([spec() for _ in range(jobs)])
+    # insert_many: the bulk API for jobs that differ only in their args (ids come back,
+    # as they do from pgqueuer's); insert_all, which returns Jobs, is in docs/performance.md.
+    await app.insert_many(spec(), [{} for _ in range(jobs)])
     seconds = time.perf_counter() - began
     await app.close()
     return {"jobs": jobs, "seconds": round(seconds, 4), "jobs_per_second": round(jobs / seconds)}

@@ -166,6 +166,31 @@ def insert_all(q: Queries, specs: Sequence[JobSpec]) -> Operation[list[Job]]:
     return jobs
 
 
+def insert_many(q: Queries, template: JobSpec, args: list[dict[str, Any]]) -> Operation[list[int]]:
+    """Insert one job per args, all otherwise as `template` (no unique key, no
+    dependencies: app.insert_many sends those through insert_all); their ids, in order."""
+    if not args:
+        return []
+    result = yield Statement(
+        q.sql("insert_many"),
+        {
+            "queue": template.queue,
+            "worker": template.worker,
+            "meta": _json.dumps(template.meta),
+            "tags": template.tags,
+            "priority": template.priority,
+            "max_attempts": template.max_attempts,
+            "scheduled_at": template.scheduled_at,
+            "partition_key": template.partition_key,
+            "origin": template.origin,
+            "args": _json.dumps(args),
+        },
+        tuples=True,
+    )
+    # Ids are drawn in the array's order, so sorting them restores the caller's order.
+    return sorted(row[0] for row in result.rows)
+
+
 def _insert_plain(
     q: Queries, specs: Sequence[tuple[int, JobSpec]], deps: dependencies.Plan
 ) -> Operation[list[Job]]:
