@@ -377,7 +377,7 @@ class Shigoto(_Facade):
                     "with a sync connection use app.sync"
                 )
             return await run_async(conn, operation, transaction=transaction)
-        pool = await self._get_pool()
+        pool = self._pool or await self._get_pool()
         try:
             # getconn/putconn rather than `pool.connection()`: the same, without a context
             # manager's generator on every statement of a busy node.

@@ -14,8 +14,10 @@ pool closes first when it shrinks, as before.
 from __future__ import annotations
 
 from collections import deque
+from time import monotonic
 from typing import Any
 
+from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 
@@ -28,12 +30,65 @@ def _most_recent_first(pool: object) -> None:
         idle.rotate(1)
 
 
+# How long a connection may stay out of the pool as the spare before it goes back through
+# it (which checks it and retires it once past its lifetime).
+SPARE_FOR = 1.0
+
+
 class LifoAsyncConnectionPool(AsyncConnectionPool):
-    """An `AsyncConnectionPool` handing out its most recently returned connection first."""
+    """An `AsyncConnectionPool` handing out its most recently returned connection first.
+
+    It keeps that connection aside, the spare, when nobody waits for one: the next
+    `getconn` takes it back at once, without the pool's locks and bookkeeping, which cost
+    about as much as a short statement does (a get and a put: 42,000 instructions before,
+    8,000 with the spare, callgrind; a single insert is 255,000). The spare counts as in
+    use for the pool; it goes back through the pool when it is not idle, and at least once
+    a second.
+    """
+
+    _spare: Any = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._taken_at: dict[int, float] = {}  # id(conn) -> when it last left the pool
+
+    async def getconn(self, timeout: float | None = None) -> Any:
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            if monotonic() - self._taken_at.get(id(spare), 0.0) < SPARE_FOR and _idle(spare):
+                return spare
+            await self._back_to_pool(spare)
+        conn = await super().getconn(timeout)
+        self._taken_at[id(conn)] = monotonic()
+        return conn
+
+    async def putconn(self, conn: Any) -> None:
+        # The one returned last becomes the spare, unless someone waits inside the pool
+        # (the spare would keep them waiting) or it is broken or in a transaction (the
+        # pool deals with those).
+        if not self._waiting and not self.closed and _idle(conn):
+            conn, self._spare = self._spare, conn
+            if conn is None:
+                return
+        await self._back_to_pool(conn)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            await self._back_to_pool(spare)
+        await super().close(timeout)
+
+    async def _back_to_pool(self, conn: Any) -> None:
+        self._taken_at.pop(id(conn), None)
+        await super().putconn(conn)
 
     async def _get_ready_connection(self, timeout: float | None) -> Any:
         _most_recent_first(self)
         return await super()._get_ready_connection(timeout)
+
+
+def _idle(conn: Any) -> bool:
+    return not conn.closed and conn.pgconn.transaction_status == TransactionStatus.IDLE
 
 
 class LifoConnectionPool(ConnectionPool):
