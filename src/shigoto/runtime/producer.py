@@ -78,9 +78,9 @@ class Producer:
         # when there are none, so a busy node builds no Job copies for nobody.
         self._on_stopped = on_stopped
         self._on_follow_up = on_follow_up  # jobs just finished may release others or end a batch
-        # Keyed by (job id, attempt): after a rescue this node may claim a job again while
-        # its old run (no longer its own) is still being stopped.
-        # Claimed jobs, running or waiting for a slot (`_held`, with a prefetch).
+        # Claimed jobs, running or waiting for a slot (`_held`, with a prefetch). Keyed by
+        # (job id, attempt): after a rescue this node may claim a job again while its old
+        # run (no longer its own) is still being stopped.
         self.running: dict[tuple[int, int], tuple[asyncio.Task[None], JobRun]] = {}
         self._held: set[tuple[int, int]] = set()
         self._wake = asyncio.Event()
