@@ -762,3 +762,35 @@ async def test_an_outcome_the_database_refuses_holds_up_no_other_job(fast_app: S
     done = [await _final(fast_app, job.id) for job in good]
     assert [job.result for job in done] == list(range(200))
     assert {job.state for job in done} == {JobState.COMPLETED}
+
+
+async def test_the_audit_does_not_cut_short_a_finished_jobs_hooks(fast_app: Shigoto) -> None:
+    """A job that has run is no longer executing once its outcome is written; the audit
+    (after a reconnect) must not take that for a lost job and cancel its on_discard."""
+    in_on_discard = asyncio.Event()
+    release = asyncio.Event()
+    finished: list[int] = []
+    stopped: list[tuple[int, JobState]] = []
+
+    @fast_app.worker(name="doomed")
+    class Doomed(Worker):
+        async def perform(self, job: Job) -> object:
+            return Discard("no use")
+
+        async def on_discard(self, job: Job) -> None:
+            in_on_discard.set()
+            await release.wait()
+            finished.append(job.id)
+
+    @fast_app.on_job_stopped
+    async def note(job: Job) -> None:
+        stopped.append((job.id, job.state))
+
+    job = await fast_app.enqueue("doomed")
+    await fast_app.start()
+    await asyncio.wait_for(in_on_discard.wait(), 10)
+    assert fast_app.node is not None
+    await fast_app.node.audit()  # finds the job discarded, as after a reconnect
+    release.set()
+    await wait_until(lambda: asyncio.sleep(0, finished == [job.id]))
+    assert stopped == [(job.id, JobState.DISCARDED)]

@@ -34,6 +34,9 @@ class JobRun:
     # Reads the results of jobs by id (the node's database access), for dependency_results.
     results: Callable[[list[int]], Awaitable[dict[int, Any]]] | None = None
     stop_reason: str | None = None  # "shutdown", "cancelled", "fenced", "paused", "job-paused"
+    # The job has run (its outcome is known); what is left is writing it and calling the
+    # hooks, which a cancel must not cut short.
+    performed: bool = False
 
 
 _current: contextvars.ContextVar[JobRun] = contextvars.ContextVar("shigoto_current_job")

@@ -198,6 +198,7 @@ class Producer:
                 self._slots.give_back()
         else:
             ack = _never_started(run)
+        run.performed = True
         if ack is None:  # stopped because the job is no longer ours (cancelled, rescued)
             return
         if ack.state is not JobState.DISCARDED:
@@ -238,9 +239,16 @@ class Producer:
             self.cancel_job(job_id, reason, attempt)
 
     def cancel_job(self, job_id: int, reason: str, attempt: int | None = None) -> bool:
-        """Interrupt the runs of a job (of one attempt, if given); False if none runs here."""
+        """Interrupt the runs of a job (of one attempt, if given); False if none runs here.
+
+        A cancel (or the audit, which finds the job no longer executing) leaves alone a run
+        whose job has already performed: its outcome is being written and its hooks called
+        (`on_discard`, `on_job_stopped`), and the row is no longer executing precisely
+        because that outcome was just written."""
         found = False
         for (running_id, running_attempt), (task, run) in list(self.running.items()):
+            if run.performed and reason in ("cancelled", "job-paused"):
+                continue
             if running_id == job_id and attempt in (None, running_attempt):
                 run.stop_reason = run.stop_reason or reason
                 task.cancel()
