@@ -27,7 +27,7 @@ from shigoto import (
     current_job,
     report_progress,
 )
-from tests.conftest import wait_until
+from tests.conftest import FAST, wait_until
 
 
 async def _state(app: Shigoto, job_id: int) -> JobState | None:
@@ -794,3 +794,48 @@ async def test_the_audit_does_not_cut_short_a_finished_jobs_hooks(fast_app: Shig
     release.set()
     await wait_until(lambda: asyncio.sleep(0, finished == [job.id]))
     assert stopped == [(job.id, JobState.DISCARDED)]
+
+
+async def test_a_job_announced_while_a_claim_runs_is_not_left_for_the_poll(
+    dsn: str, schema: str, db
+) -> None:
+    """An insert committed after a running claim took its snapshot is not in what that
+    claim returns; its notification, which came meanwhile, must still bring a claim."""
+    app = Shigoto(dsn=dsn, schema=schema, **{**FAST, "poll_interval": 30.0})  # type: ignore[arg-type]
+    await app.migrate()
+    started: dict[int, float] = {}
+
+    @app.worker(name="w")
+    async def w(n: int) -> None:
+        started[n] = time.monotonic()
+
+    # Claiming job 1 takes half a second, inside the claim's statement.
+    await db.execute(
+        sql.SQL(
+            "CREATE FUNCTION {s}.slow_claim() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            "BEGIN IF NEW.args->>'n' = '1' THEN PERFORM pg_sleep(0.5); END IF; RETURN NEW; "
+            "END $$; "
+            "CREATE TRIGGER slow_claim BEFORE UPDATE OF state ON {s}.jobs FOR EACH ROW "
+            "WHEN (NEW.state = 'executing') EXECUTE FUNCTION {s}.slow_claim()"
+        ).format(s=sql.Identifier(schema))
+    )
+
+    async def claim_sleeping() -> bool:
+        cur = await db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+            "AND application_name = 'shigoto'"
+        )
+        row = await cur.fetchone()
+        return bool(row and row[0])
+
+    try:
+        await app.start()
+        await app.insert(JobSpec.build("w", {"n": 1}))
+        await wait_until(claim_sleeping)
+        inserted = time.monotonic()
+        await app.insert(JobSpec.build("w", {"n": 2}))  # announced while the claim runs
+        await wait_until(lambda: asyncio.sleep(0, 2 in started), timeout=10)
+        assert started[2] - inserted < 5  # not the 30 s poll
+    finally:
+        await app.stop(timeout=0)
+        await app.close()

@@ -85,6 +85,7 @@ class Producer:
         self._held: set[tuple[int, int]] = set()
         self._wake = asyncio.Event()
         self._more = True  # there may be claimable jobs: claim at the first free slot
+        self._woken = False  # told of new jobs since the last claim began
         self._claiming = True
         self._outbox: list[Ack] = []  # outcomes to write with the next claim
 
@@ -99,6 +100,7 @@ class Producer:
     def wake(self) -> None:
         """There may be new jobs (an insert, a staged or rescued job, a reconnect)."""
         self._more = True
+        self._woken = True
         self._wake.set()
 
     def scale(self, limit: int) -> None:
@@ -136,6 +138,7 @@ class Producer:
     async def _claim(self) -> None:
         wanted = self.free
         acks, self._outbox = self._outbox, []
+        self._woken = False
         try:
             settled = await self._db(
                 execution.settle_and_claim(
@@ -159,7 +162,16 @@ class Producer:
             raise
         if settled.follow_up:
             self._on_follow_up()
-        self._more = len(settled.claimed) == wanted
+        # More may wait if the claim filled every slot, or if new jobs were announced
+        # while it ran: they may have been committed after its snapshot (a claim that
+        # took fewer than it wanted must not put that news to sleep until the next poll).
+        self._more = len(settled.claimed) == wanted or self._woken
+        if not (self._claiming and self._may_claim()):
+            # Paused or stopping while the claim ran: what it took goes back unstarted,
+            # its attempt refunded (a paused node starts nothing after `pause` returns).
+            for job in settled.claimed:
+                self._acker.add(Ack(job.id, job.attempt, JobState.AVAILABLE, refund=True))
+            return
         for job in settled.claimed:
             self._start(job)
 
