@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -796,6 +797,30 @@ async def test_the_audit_does_not_cut_short_a_finished_jobs_hooks(fast_app: Shig
     assert stopped == [(job.id, JobState.DISCARDED)]
 
 
+async def _slow_claims(db, schema: str) -> Callable[[], Awaitable[bool]]:  # type: ignore[no-untyped-def]
+    """Claiming job n=1 takes half a second, inside the claim's statement (a trigger);
+    returns a check that a claim is asleep in it right now."""
+    await db.execute(
+        sql.SQL(
+            "CREATE FUNCTION {s}.slow_claim() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            "BEGIN IF NEW.args->>'n' = '1' THEN PERFORM pg_sleep(0.5); END IF; RETURN NEW; "
+            "END $$; "
+            "CREATE TRIGGER slow_claim BEFORE UPDATE OF state ON {s}.jobs FOR EACH ROW "
+            "WHEN (NEW.state = 'executing') EXECUTE FUNCTION {s}.slow_claim()"
+        ).format(s=sql.Identifier(schema))
+    )
+
+    async def claim_asleep() -> bool:
+        cur = await db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+            "AND application_name = 'shigoto'"
+        )
+        row = await cur.fetchone()
+        return bool(row and row[0])
+
+    return claim_asleep
+
+
 async def test_a_job_announced_while_a_claim_runs_is_not_left_for_the_poll(
     dsn: str, schema: str, db
 ) -> None:
@@ -809,29 +834,11 @@ async def test_a_job_announced_while_a_claim_runs_is_not_left_for_the_poll(
     async def w(n: int) -> None:
         started[n] = time.monotonic()
 
-    # Claiming job 1 takes half a second, inside the claim's statement.
-    await db.execute(
-        sql.SQL(
-            "CREATE FUNCTION {s}.slow_claim() RETURNS trigger LANGUAGE plpgsql AS $$ "
-            "BEGIN IF NEW.args->>'n' = '1' THEN PERFORM pg_sleep(0.5); END IF; RETURN NEW; "
-            "END $$; "
-            "CREATE TRIGGER slow_claim BEFORE UPDATE OF state ON {s}.jobs FOR EACH ROW "
-            "WHEN (NEW.state = 'executing') EXECUTE FUNCTION {s}.slow_claim()"
-        ).format(s=sql.Identifier(schema))
-    )
-
-    async def claim_sleeping() -> bool:
-        cur = await db.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
-            "AND application_name = 'shigoto'"
-        )
-        row = await cur.fetchone()
-        return bool(row and row[0])
-
+    claim_asleep = await _slow_claims(db, schema)
     try:
         await app.start()
         await app.insert(JobSpec.build("w", {"n": 1}))
-        await wait_until(claim_sleeping)
+        await wait_until(claim_asleep)
         inserted = time.monotonic()
         await app.insert(JobSpec.build("w", {"n": 2}))  # announced while the claim runs
         await wait_until(lambda: asyncio.sleep(0, 2 in started), timeout=10)
@@ -839,3 +846,29 @@ async def test_a_job_announced_while_a_claim_runs_is_not_left_for_the_poll(
     finally:
         await app.stop(timeout=0)
         await app.close()
+
+
+async def test_a_claim_that_returns_after_a_pause_gives_its_jobs_back(
+    fast_app: Shigoto, db, schema: str
+) -> None:
+    started: list[int] = []
+
+    @fast_app.worker(name="w")
+    async def w(n: int) -> None:
+        started.append(n)
+
+    claim_asleep = await _slow_claims(db, schema)
+    await fast_app.start()
+    job = await fast_app.insert(JobSpec.build("w", {"n": 1}))
+    await wait_until(claim_asleep)
+    fast_app.pause()  # the claim is on its way: what it takes must not start
+
+    async def given_back() -> bool:
+        found = await fast_app.get_job(job.id)
+        return bool(found and found.attempted_at and found.state is JobState.AVAILABLE)
+
+    await wait_until(given_back)
+    assert started == []
+    fast_app.resume()
+    done = await _final(fast_app, job.id)
+    assert started == [1] and done.attempt == 1  # the given-back claim used no attempt
