@@ -176,22 +176,8 @@ def insert_many(q: Queries, template: JobSpec, args: list[dict[str, Any]]) -> Op
     dependencies: app.insert_many sends those through insert_all); their ids, in order."""
     if not args:
         return []
-    result = yield Statement(
-        q.sql("insert_many"),
-        {
-            "queue": template.queue,
-            "worker": template.worker,
-            "meta": _json.dumps(template.meta),
-            "tags": template.tags,
-            "priority": template.priority,
-            "max_attempts": template.max_attempts,
-            "scheduled_at": template.scheduled_at,
-            "partition_key": template.partition_key,
-            "origin": template.origin,
-            "args": _json.dumps(args),
-        },
-        tuples=True,
-    )
+    params = {**_spec_params(template), "args": _json.dumps(args)}  # each job's own args
+    result = yield Statement(q.sql("insert_many"), params, tuples=True)
     # Ids are drawn in the array's order, so sorting them restores the caller's order.
     return sorted(row[0] for row in result.rows)
 

@@ -170,7 +170,7 @@ class Producer:
             # Paused or stopping while the claim ran: what it took goes back unstarted,
             # its attempt refunded (a paused node starts nothing after `pause` returns).
             for job in settled.claimed:
-                self._acker.add(Ack(job.id, job.attempt, JobState.AVAILABLE, refund=True))
+                self._acker.add(_given_back(job))
             return
         for job in settled.claimed:
             self._start(job)
@@ -209,7 +209,7 @@ class Producer:
             finally:
                 self._slots.give_back()
         else:
-            ack = _never_started(run)
+            ack = _unstarted(run.job, run.stop_reason)
         run.performed = True
         if ack is None:  # stopped because the job is no longer ours (cancelled, rescued)
             return
@@ -299,10 +299,14 @@ class Producer:
         self._hand_over()
 
 
-def _never_started(run: JobRun) -> Ack | None:
-    """The outcome of a held job stopped before it ran: back where it was, attempt unused."""
-    job = run.job
-    if run.stop_reason == "cancelled":
+def _unstarted(job: Job, reason: str | None) -> Ack | None:
+    """The outcome of a claimed job given back before it ran (a held one stopped, or a
+    claim that returned after a pause): back where it was, its attempt unused."""
+    if reason == "cancelled":
         return None  # the row says cancelled already
-    state = JobState.PAUSED if run.stop_reason == "job-paused" else JobState.AVAILABLE
+    return _given_back(job, JobState.PAUSED if reason == "job-paused" else JobState.AVAILABLE)
+
+
+def _given_back(job: Job, state: JobState = JobState.AVAILABLE) -> Ack:
+    """A claimed job returned before it ran, its attempt unused."""
     return Ack(job.id, job.attempt, state, refund=True)
