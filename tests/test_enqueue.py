@@ -51,6 +51,7 @@ async def test_options_override_worker_defaults(app: Shigoto, send_email) -> Non
         origin="signup-view",
     )
     stored = await app.get_job(job.id)
+    assert stored == job  # what insert returns is what is stored
     assert stored is not None
     assert (stored.queue, stored.priority, stored.max_attempts) == ("urgent", -5, 1)
     assert stored.tags == ["vip", "b"]
@@ -70,6 +71,8 @@ async def test_scheduled_jobs_wait_in_scheduled_state(app: Shigoto, send_email) 
         timedelta(minutes=4) < by_delay.scheduled_at - by_delay.inserted_at <= timedelta(minutes=5)
     )
     assert in_the_past.state is JobState.AVAILABLE
+    for job in (by_time, by_delay, in_the_past):  # the state it returns is the stored one
+        assert await app.get_job(job.id) == job
 
 
 async def test_scheduled_at_in_another_zone_is_stored_as_the_same_instant(

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from shigoto import InvalidJobError, JobSpec, JobState, Shigoto, ShigotoError
-from shigoto._validate import MAX_JSON_DEPTH
+from shigoto._validate import MAX_JSON_DEPTH, _check_json, _fits_jsonb
 
 SETTINGS = settings(
     max_examples=60,
@@ -118,6 +118,33 @@ def test_any_args_are_stored_exactly_or_refused(sync_app: Shigoto, args: dict[st
         return
     stored = sync_app.sync.get_job(job.id)
     assert stored is not None and _same(args, stored.args)
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=json_like)
+def test_the_quick_json_check_accepts_only_what_the_full_check_accepts(value: Any) -> None:
+    """Inserts check args with a quick pass that names no path; the full check, which
+    names the path of an offence, runs only when the quick one fails. The quick one must
+    never let through what the full one refuses; on plain dicts, lists and scalars the two
+    agree."""
+    try:
+        _check_json(value, "args", 0)
+        accepted = True
+    except InvalidJobError:
+        accepted = False
+    if _fits_jsonb(value, 0):
+        assert accepted
+    elif _plain(value):
+        assert not accepted
+
+
+def _plain(value: Any) -> bool:
+    """Only exact dicts, lists, strings, numbers, booleans and None (no tuple, set...)."""
+    if type(value) is dict:
+        return all(type(k) is str and _plain(v) for k, v in value.items())
+    if type(value) is list:
+        return all(map(_plain, value))
+    return value is None or type(value) in (str, int, float, bool)
 
 
 @SETTINGS

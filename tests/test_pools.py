@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
+import psycopg_pool
 import pytest
 
 from shigoto import Shigoto
@@ -81,3 +83,44 @@ async def test_the_spare_goes_back_through_the_pool_now_and_then(
     await asyncio.sleep(0.3)  # past SPARE_FOR: the pool checks it (and retires it if old)
     await _one_statement(app)
     assert pool.get_stats()["requests_num"] == requests + 1
+
+
+def _one_connection_sync_pool(dsn: str) -> pools.LifoConnectionPool:
+    pool = pools.LifoConnectionPool(
+        dsn, min_size=1, max_size=1, timeout=2, kwargs={"autocommit": True}, open=False
+    )
+    pool.open(wait=True)
+    return pool
+
+
+def test_a_thread_waiting_for_the_sync_pool_gets_the_connection_given_back(dsn: str) -> None:
+    pool = _one_connection_sync_pool(dsn)
+    try:
+        held = pool.getconn()
+        got: list[object] = []
+        waiter = threading.Thread(target=lambda: got.append(pool.getconn()))
+        waiter.start()
+        waiter.join(0.2)
+        assert waiter.is_alive()  # queued inside the pool
+        pool.putconn(held)
+        waiter.join(1.5)  # well before the pool's 2 s timeout
+        assert got == [held]
+        pool.putconn(held)
+    finally:
+        pool.close()
+
+
+def test_a_thread_that_would_wait_takes_the_sync_pools_spare(dsn: str) -> None:
+    """The spare is set aside under the pool's lock, so a client that missed it (it looked
+    before the connection came back) and asks the pool itself, which has nothing idle,
+    takes the spare rather than wait for it."""
+    pool = _one_connection_sync_pool(dsn)
+    try:
+        conn = pool.getconn()
+        pool.putconn(conn)  # the spare now: the pool itself has no idle connection
+        # (ConnectionPool.getconn: the pool's own path, past the spare's fast path)
+        again = psycopg_pool.ConnectionPool.getconn(pool, timeout=1)
+        assert again is conn
+        pool.putconn(again)
+    finally:
+        pool.close()

@@ -113,14 +113,15 @@ def json_object(value: object, field: str) -> dict[str, Any]:
     """
     if type(value) is not dict and not isinstance(value, Mapping):
         raise InvalidJobError(field, f"must be a JSON object (a dict), got {type(value).__name__}")
-    if value:
-        _check_json(value, field, 0)
+    if value and not _fits_jsonb(value, 0):
+        _check_json(value, field, 0)  # raises, naming the path of the offence
     return dict(value)
 
 
 def json_value(value: object, field: str) -> Any:
     """Check that `value` (any JSON value: a job's result, say) fits in `jsonb`; return it."""
-    _check_json(value, field, 0)
+    if not _fits_jsonb(value, 0):
+        _check_json(value, field, 0)
     return value
 
 
@@ -142,6 +143,42 @@ def _check_string(value: str, path: str, what: str = "") -> None:
 def _short(key: str, limit: int = 60) -> str:
     """A key as shown in an error's path: long ones cut, so the message stays readable."""
     return key if len(key) <= limit else key[: limit - 1] + "…"
+
+
+def _fits_jsonb(value: object, depth: int) -> bool:
+    """Whether `value` is JSON that jsonb can store: `_check_json`'s rules, without
+    building the path of every key on the way (which costs more than the check itself,
+    for every job inserted); `_check_json` runs only on a value that fails, for its
+    message. Exact types only: a subclass, a tuple or another Mapping goes to
+    `_check_json` too, which decides."""
+    if type(value) is str:
+        return _fits_string(value)
+    if value is None or type(value) is int or type(value) is bool:
+        return True
+    if type(value) is float:
+        return math.isfinite(value)
+    if depth >= MAX_JSON_DEPTH:
+        return False
+    if type(value) is dict:
+        for key, item in value.items():
+            if type(key) is not str or not _fits_string(key) or not _fits_jsonb(item, depth + 1):
+                return False
+        return True
+    if type(value) is list:
+        return all(_fits_jsonb(item, depth + 1) for item in value)
+    return False
+
+
+def _fits_string(value: str) -> bool:
+    if "\x00" in value:
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_json(value: object, path: str, depth: int) -> None:

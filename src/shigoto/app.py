@@ -860,8 +860,13 @@ class SyncShigoto(_Facade):
                     "with an async connection use the async API"
                 )
             return run_sync(conn, operation, transaction=transaction)
-        with self._get_pool().connection() as pooled:
+        pool = self._pool or self._get_pool()
+        # getconn/putconn, as the async app does: no context manager per statement
+        pooled = pool.getconn()
+        try:
             return run_sync(pooled, operation, transaction=transaction)
+        finally:
+            pool.putconn(pooled)
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:

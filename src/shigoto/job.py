@@ -196,24 +196,27 @@ class JobSpec:
             when = datetime.now(UTC) + timedelta(
                 seconds=check.seconds(scheduled_in, "scheduled_in")
             )
+        # Positional, in field order: keyword arguments cost a frozen dataclass more.
         return cls(
-            worker=check.worker_name(worker),
-            args=check.json_object({} if args is None else args, "args"),
-            queue=check.queue(queue),
-            priority=check.priority(priority),
-            max_attempts=check.max_attempts(max_attempts),
-            scheduled_at=when,
-            tags=check.tags(tags or []),
-            meta=check.json_object({} if meta is None else meta, "meta"),
-            partition_key=None
+            check.worker_name(worker),
+            check.json_object({} if args is None else args, "args"),
+            check.queue(queue),
+            check.priority(priority),
+            check.max_attempts(max_attempts),
+            when,
+            check.tags(tags) if tags else [],
+            check.json_object({} if meta is None else meta, "meta"),
+            None
             if partition_key is None
             else check.text(partition_key, "partition_key", max_length=check.MAX_NAME_LENGTH),
-            origin=None
+            None
             if origin is None
             else check.text(origin, "origin", max_length=check.MAX_NAME_LENGTH),
-            unique=as_unique(unique),
-            depends_on=_dependencies(depends_on),
-            on_dependency_failure=_dependency_policy(on_dependency_failure),
+            None if unique is None else as_unique(unique),
+            () if depends_on is None else _dependencies(depends_on),
+            "cancel"
+            if on_dependency_failure == "cancel"
+            else _dependency_policy(on_dependency_failure),
         )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import LiteralString
 
@@ -53,15 +53,21 @@ def bind_schema(sql: str, schema: str) -> LiteralString:
 @dataclass(frozen=True)
 class Queries:
     schema: str
+    # name -> statement: a dict lookup per statement (functools.cache would hash the
+    # instance, a Python-level __hash__, for every statement a node runs)
+    _sql: dict[str, LiteralString] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     @functools.cache
     def for_schema(cls, schema: str) -> Queries:
         return cls(_validate.schema_name(schema))
 
-    @functools.cache  # noqa: B019 - instances are cached per schema and live for the process
     def sql(self, name: str) -> LiteralString:
-        return bind_schema(compact(_raw("queries", name)), self.schema)
+        try:
+            return self._sql[name]
+        except KeyError:
+            statement = self._sql[name] = bind_schema(compact(_raw("queries", name)), self.schema)
+            return statement
 
     @functools.cache  # noqa: B019 - as above
     def claim_sql(self, fair: bool = False) -> LiteralString:

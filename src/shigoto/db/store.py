@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Sequence
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -89,17 +89,55 @@ def insert(q: Queries, spec: JobSpec) -> Operation[Job]:
         key = spec.unique.key_for(spec)
         yield Statement(q.sql("lock_unique_key"), {"unique_key": key})
         job = yield from _insert_unique(q, spec, key)
-    else:
-        # The bulk statement with one job: one JSON parameter costs less to send than a
-        # dozen bound values (measured: 13% fewer instructions per insert).
+    elif named:
+        # The bulk statement with one job: it decides whether the job waits.
         document = _job_document(spec, named, waits=False)
         result = yield Statement(
             q.sql("insert_jobs"), {"jobs": _json.dumps([document])}, tuples=True
         )
         job = _job_from_spec(spec, result.rows[0], named)
+    else:
+        result = yield Statement(q.sql("insert_job"), _row_params(spec), tuples=True)
+        job = _inserted_job(spec, *result.rows[0])
     if named:
         yield from _mark_dependencies(q, named)
     return job
+
+
+def _row_params(spec: JobSpec) -> dict[str, Any]:
+    """insert_job.sql's values: empty args, meta and tags as NULL, JSON as text (both
+    cheaper to send than psycopg's adaptation of an empty dict or list)."""
+    return {
+        "queue": spec.queue,
+        "worker": spec.worker,
+        "args": _json.dumps(spec.args) if spec.args else None,
+        "meta": _json.dumps(spec.meta) if spec.meta else None,
+        "tags": spec.tags or None,
+        "priority": spec.priority,
+        "max_attempts": spec.max_attempts,
+        "scheduled_at": spec.scheduled_at,
+        "partition_key": spec.partition_key,
+        "origin": spec.origin,
+    }
+
+
+def _inserted_job(spec: JobSpec, job_id: int, inserted_at: datetime) -> Job:
+    """The job insert_job.sql inserted. Its state and scheduled_at follow from the spec and
+    inserted_at, which is the statement's now(): scheduled if its time is later, else
+    available, as the statement decided."""
+    if inserted_at.tzinfo is not UTC:
+        inserted_at = inserted_at.astimezone(UTC)
+    when = spec.scheduled_at
+    if when is None:
+        return Job.from_spec(
+            spec,
+            id=job_id,
+            state=JobState.AVAILABLE,
+            inserted_at=inserted_at,
+            scheduled_at=inserted_at,
+        )
+    state = JobState.SCHEDULED if when > inserted_at else JobState.AVAILABLE
+    return Job.from_spec(spec, id=job_id, state=state, inserted_at=inserted_at, scheduled_at=when)
 
 
 def _mark_dependencies(q: Queries, ids: Sequence[int]) -> Operation[None]:
