@@ -25,6 +25,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from shigoto.cli import run_on_fastest_loop
+
 ROOT = Path(__file__).parent.parent.parent
 PEERS_DIR = Path(__file__).parent / "peers"
 VENVS = ROOT / ".bench" / "venvs"
@@ -233,21 +235,31 @@ def _pgbench(pgbench: str, dsn: str, script_text: str, clients: int) -> float:
     )
 
 
-def bare_single_insert(admin_dsn: str, jobs: int) -> int:
-    """Jobs/s of a plain psycopg INSERT into shigoto's jobs table, one transaction each."""
-    dsn = fresh_database(admin_dsn, "bench_bare")
-    subprocess.run(
-        [sys.executable, str(PEERS_DIR / "shigoto_driver.py"), "setup", "--dsn", dsn],
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-        capture_output=True,
-        check=True,
-    )
+BARE_INSERT = "INSERT INTO shigoto.jobs (worker, args) VALUES (%s, %s::jsonb) RETURNING id"
+
+
+def bare_single_inserts(dsn: str, jobs: int) -> dict[str, int]:
+    """Jobs/s of a plain psycopg INSERT into shigoto's jobs table, one transaction each:
+    W2's yardstick, with a sync connection and with an async one (on the event loop
+    shigoto's driver runs on), so that each of shigoto's APIs is set against its own. It
+    inserts into the table shigoto's own W2 runs fill, between them, so that both meet the
+    same table and indexes (the tags' GIN index, say, flushes its pending list as it
+    grows)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        insert = "INSERT INTO shigoto.jobs (worker, args) VALUES (%s, %s::jsonb) RETURNING id"
-        conn.execute(insert, ["bench.noop", "{}"], prepare=True)
+        conn.execute(BARE_INSERT, ["bench.noop", "{}"], prepare=True)
         began = time.perf_counter()
         for _ in range(jobs):
-            conn.execute(insert, ["bench.noop", "{}"], prepare=True).fetchone()
+            conn.execute(BARE_INSERT, ["bench.noop", "{}"], prepare=True).fetchone()
+        sync = round(jobs / (time.perf_counter() - began))
+    return {"sync": sync, "async": run_on_fastest_loop(_bare_async_inserts(dsn, jobs))}
+
+
+async def _bare_async_inserts(dsn: str, jobs: int) -> int:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        await conn.execute(BARE_INSERT, ["bench.noop", "{}"], prepare=True)
+        began = time.perf_counter()
+        for _ in range(jobs):
+            await (await conn.execute(BARE_INSERT, ["bench.noop", "{}"], prepare=True)).fetchone()
         return round(jobs / (time.perf_counter() - began))
 
 
@@ -285,30 +297,36 @@ def run(admin_dsn: str, peers: list[str], workloads: list[str]) -> dict[str, Any
     return report
 
 
-SINGLE_INSERT_RUNS = 3
+SINGLE_INSERT_RUNS = 5
 
 
 def single_inserts(
     python: str, name: str, dsn: str, options: dict[str, Any], admin_dsn: str
 ) -> dict[str, Any]:
-    """W2 three times, the median run kept: one run takes under a second, and a burst of
+    """W2 five times, the median run kept: one run takes under a second, and a burst of
     the machine's neighbours moves it by more than the 10% W2's target is about. For
-    shigoto, W2's yardstick (bare psycopg inserts) runs before, between and after, and
-    its median goes with the result."""
-    bare = [bare_single_insert(admin_dsn, 2_000)] if name == "shigoto" else []
-    runs = []
+    shigoto, each run goes with a run of its sync facade and of W2's yardsticks, bare
+    psycopg inserts sync and async, interleaved; their medians go with the result."""
+    runs, sync_runs = [], []
+    bare: dict[str, list[int]] = {"sync": [], "async": []}
     for _ in range(SINGLE_INSERT_RUNS):
+        if name == "shigoto":
+            for mode, rate in bare_single_inserts(dsn, options["jobs"]).items():
+                bare[mode].append(rate)
+            sync_runs.append(drive(python, name, "single_insert_sync", dsn, options))
         runs.append(drive(python, name, "single_insert", dsn, options))
-        if bare:
-            bare.append(bare_single_insert(admin_dsn, 2_000))
     rates = [run.get("jobs_per_second") for run in runs]
     if not all(isinstance(rate, int | float) for rate in rates):
         return runs[0]  # an error or "unsupported", as the driver said it
     result = {**sorted(runs, key=lambda run: run["jobs_per_second"])[len(runs) // 2]}
     result["runs_jobs_per_second"] = rates
-    if bare:
-        result["bare_psycopg_jobs_per_second"] = round(statistics.median(bare))
-        result["bare_psycopg_runs"] = bare
+    if name == "shigoto":
+        sync_rates = [run["jobs_per_second"] for run in sync_runs]
+        result["sync_jobs_per_second"] = round(statistics.median(sync_rates))
+        result["sync_runs"] = sync_rates
+        for mode, rates_of_mode in bare.items():
+            result[f"bare_psycopg_{mode}_jobs_per_second"] = round(statistics.median(rates_of_mode))
+            result[f"bare_psycopg_{mode}_runs"] = rates_of_mode
     return result
 
 
@@ -378,11 +396,16 @@ def table(report: dict[str, Any]) -> str:
         f"{ceiling.get('batch_10_two_commits_clients_2_jobs_per_second')} with 2."
     )
     w2 = (report["peers"].get("shigoto") or {}).get("W2") or [{}]
-    if isinstance(w2[0], dict) and w2[0].get("bare_psycopg_jobs_per_second"):
-        ours, bare = w2[0].get("jobs_per_second"), w2[0]["bare_psycopg_jobs_per_second"]
+    if isinstance(w2[0], dict) and w2[0].get("bare_psycopg_sync_jobs_per_second"):
+        ours, ours_sync = w2[0].get("jobs_per_second"), w2[0]["sync_jobs_per_second"]
+        bare, bare_async = (
+            w2[0]["bare_psycopg_sync_jobs_per_second"],
+            w2[0]["bare_psycopg_async_jobs_per_second"],
+        )
         lines.append(
-            f"Bare psycopg single inserts into shigoto's table, run before, between and "
-            f"after shigoto's three W2 runs (medians): {bare} jobs/s (shigoto: {ours}, "
-            f"{ours / bare:.0%} of it)."
+            "W2 beside bare psycopg single inserts into shigoto's table (medians of five runs, "
+            f"interleaved): async {bare_async} jobs/s, shigoto's async API {ours} "
+            f"({ours / bare_async:.0%} of it); sync {bare}, shigoto's sync facade {ours_sync} "
+            f"({ours_sync / bare:.0%}); shigoto's async API is {ours / bare:.0%} of bare sync."
         )
     return "\n".join(lines)

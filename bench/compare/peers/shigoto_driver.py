@@ -78,6 +78,19 @@ async def single_insert(dsn: str, jobs: int) -> dict[str, Any]:
     return {"jobs": jobs, "seconds": round(seconds, 4), "jobs_per_second": round(jobs / seconds)}
 
 
+async def single_insert_sync(dsn: str, jobs: int) -> dict[str, Any]:
+    """W2 through the sync facade (`app.sync.insert`), beside bare sync psycopg (shigoto
+    only: the peers' W2 is their async API)."""
+    app = make_app(dsn)
+    app.sync.insert(spec())
+    began = time.perf_counter()
+    for _ in range(jobs):
+        app.sync.insert(spec())
+    seconds = time.perf_counter() - began
+    app.sync.close()
+    return {"jobs": jobs, "seconds": round(seconds, 4), "jobs_per_second": round(jobs / seconds)}
+
+
 async def worker(dsn: str, concurrency: int, prefetch: int) -> None:
     app = make_app(dsn, concurrency, prefetch)
     stop = asyncio.Event()
@@ -281,6 +294,7 @@ def main() -> None:
         "setup": lambda: setup(o.dsn),
         "bulk_insert": lambda: bulk_insert(o.dsn, o.jobs),
         "single_insert": lambda: single_insert(o.dsn, o.jobs),
+        "single_insert_sync": lambda: single_insert_sync(o.dsn, o.jobs),
         "worker": lambda: worker(o.dsn, o.concurrency, o.prefetch),
         "drain": lambda: drain(o.dsn, o.jobs, o.nodes, o.concurrency, o.prefetch),
         "latency": lambda: latency(o.dsn, o.jobs, o.gap),
