@@ -127,15 +127,7 @@ def _inserted_job(spec: JobSpec, job_id: int, inserted_at: datetime) -> Job:
     available, as the statement decided."""
     if inserted_at.tzinfo is not UTC:
         inserted_at = inserted_at.astimezone(UTC)
-    when = spec.scheduled_at
-    if when is None:
-        return Job.from_spec(
-            spec,
-            id=job_id,
-            state=JobState.AVAILABLE,
-            inserted_at=inserted_at,
-            scheduled_at=inserted_at,
-        )
+    when = spec.scheduled_at or inserted_at
     state = JobState.SCHEDULED if when > inserted_at else JobState.AVAILABLE
     return Job.from_spec(spec, id=job_id, state=state, inserted_at=inserted_at, scheduled_at=when)
 
