@@ -304,7 +304,7 @@ def run(admin_dsn: str, peers: list[str], workloads: list[str]) -> dict[str, Any
 # single run by more than the targets are about (W1 went 105,000-143,000 jobs/s in three
 # runs in a row): they run several times, the median run kept.
 BULK_RUNS = 3
-SINGLE_INSERT_RUNS = 5
+SINGLE_INSERT_RUNS = 9
 
 
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -319,9 +319,11 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def single_inserts(python: str, name: str, dsn: str, options: dict[str, Any]) -> dict[str, Any]:
-    """W2 five times, the median run kept. For shigoto, each run goes with a run of its
+    """W2 nine times, the median run kept. For shigoto, each run goes with a run of its
     sync facade and of W2's yardsticks, bare psycopg inserts sync and async,
-    interleaved; their medians go with the result."""
+    interleaved; their medians go with the result, and the median of each round's ratio
+    (a round's runs meet the machine in the same mood, so its ratio is steadier than
+    either rate)."""
     runs, sync_runs = [], []
     bare: dict[str, list[int]] = {"sync": [], "async": []}
     for _ in range(SINGLE_INSERT_RUNS):
@@ -338,7 +340,13 @@ def single_inserts(python: str, name: str, dsn: str, options: dict[str, Any]) ->
         for mode, rates_of_mode in bare.items():
             result[f"bare_psycopg_{mode}_jobs_per_second"] = round(statistics.median(rates_of_mode))
             result[f"bare_psycopg_{mode}_runs"] = rates_of_mode
+        result["paired_ratio_async"] = _paired_ratio(result["runs_jobs_per_second"], bare["async"])
+        result["paired_ratio_sync"] = _paired_ratio(sync_rates, bare["sync"])
     return result
+
+
+def _paired_ratio(ours: list[float], bare: list[int]) -> float:
+    return round(statistics.median(o / b for o, b in zip(ours, bare, strict=True)), 3)
 
 
 def _figure(value: object) -> str:
@@ -414,9 +422,11 @@ def table(report: dict[str, Any]) -> str:
             w2[0]["bare_psycopg_async_jobs_per_second"],
         )
         lines.append(
-            "W2 beside bare psycopg single inserts into shigoto's table (medians of five runs, "
+            "W2 beside bare psycopg single inserts into shigoto's table (medians of nine runs, "
             f"interleaved): async {bare_async} jobs/s, shigoto's async API {ours} "
-            f"({ours / bare_async:.0%} of it); sync {bare}, shigoto's sync facade {ours_sync} "
-            f"({ours_sync / bare:.0%}); shigoto's async API is {ours / bare:.0%} of bare sync."
+            f"({ours / bare_async:.0%} of it; median of the rounds' ratios "
+            f"{w2[0]['paired_ratio_async']:.0%}); sync {bare}, shigoto's sync facade "
+            f"{ours_sync} ({ours_sync / bare:.0%}; rounds {w2[0]['paired_ratio_sync']:.0%}); "
+            f"shigoto's async API is {ours / bare:.0%} of bare sync."
         )
     return "\n".join(lines)
