@@ -69,7 +69,7 @@ class Queries:
             statement = self._sql[name] = bind_schema(compact(_raw("queries", name)), self.schema)
             return statement
 
-    @functools.cache  # noqa: B019 - as above
+    @functools.cache  # noqa: B019 - instances are cached per schema and live for the process
     def claim_sql(self, fair: bool = False) -> LiteralString:
         """settle_and_claim.sql with its pick: pick_jobs.sql, or pick_jobs_fair.sql."""
         pick = self.sql("pick_jobs_fair" if fair else "pick_jobs")
