@@ -55,7 +55,7 @@ class LifoAsyncConnectionPool(AsyncConnectionPool):
     async def getconn(self, timeout: float | None = None) -> Any:
         spare, self._spare = self._spare, None
         if spare is not None:
-            if monotonic() - self._taken_at.get(id(spare), 0.0) < SPARE_FOR and _idle(spare):
+            if _still_good(spare, self._taken_at):
                 return spare
             await self._back_to_pool(spare)
         conn = await super().getconn(timeout)
@@ -91,6 +91,12 @@ def _idle(conn: Any) -> bool:
     return not conn.closed and conn.pgconn.transaction_status == TransactionStatus.IDLE
 
 
+def _still_good(spare: Any, taken_at: dict[int, float]) -> bool:
+    """Whether the spare may be handed out again as it is: idle, and out of the pool for
+    less than SPARE_FOR."""
+    return monotonic() - taken_at.get(id(spare), 0.0) < SPARE_FOR and _idle(spare)
+
+
 class LifoConnectionPool(ConnectionPool):
     """A `ConnectionPool` handing out its most recently returned connection first, with a
     spare as `LifoAsyncConnectionPool` keeps one (a get and a put: 40,000 instructions
@@ -109,7 +115,7 @@ class LifoConnectionPool(ConnectionPool):
         with self._lock:
             spare, self._spare = self._spare, None
         if spare is not None:
-            if monotonic() - self._taken_at.get(id(spare), 0.0) < SPARE_FOR and _idle(spare):
+            if _still_good(spare, self._taken_at):
                 return spare
             self._back_to_pool(spare)
         conn = super().getconn(timeout)

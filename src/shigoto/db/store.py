@@ -58,18 +58,21 @@ def job_from_values(values: Sequence[Any]) -> Job:
 
 
 def _spec_params(spec: JobSpec) -> dict[str, Any]:
+    """A spec's values for insert_job.sql, insert_unique_job.sql and insert_many.sql:
+    empty args, meta and tags as NULL (the statements put in the empty value), JSON as
+    text; both cheaper to send than psycopg's adaptation of a dict or an empty list."""
     return {
         "queue": spec.queue,
         "worker": spec.worker,
-        "args": Jsonb(spec.args),
-        "meta": Jsonb(spec.meta),
-        "tags": spec.tags,
+        "args": _json.dumps(spec.args) if spec.args else None,
+        "meta": _json.dumps(spec.meta) if spec.meta else None,
+        "tags": spec.tags or None,
         "priority": spec.priority,
         "max_attempts": spec.max_attempts,
         "scheduled_at": spec.scheduled_at,
         "partition_key": spec.partition_key,
         "origin": spec.origin,
-        "depends_on": [i for i in spec.depends_on if isinstance(i, int)],
+        "depends_on": [i for i in spec.depends_on if isinstance(i, int)] if spec.depends_on else [],
         "on_dependency_failure": spec.on_dependency_failure,
     }
 
@@ -97,28 +100,11 @@ def insert(q: Queries, spec: JobSpec) -> Operation[Job]:
         )
         job = _job_from_spec(spec, result.rows[0], named)
     else:
-        result = yield Statement(q.sql("insert_job"), _row_params(spec), tuples=True)
+        result = yield Statement(q.sql("insert_job"), _spec_params(spec), tuples=True)
         job = _inserted_job(spec, *result.rows[0])
     if named:
         yield from _mark_dependencies(q, named)
     return job
-
-
-def _row_params(spec: JobSpec) -> dict[str, Any]:
-    """insert_job.sql's values: empty args, meta and tags as NULL, JSON as text (both
-    cheaper to send than psycopg's adaptation of an empty dict or list)."""
-    return {
-        "queue": spec.queue,
-        "worker": spec.worker,
-        "args": _json.dumps(spec.args) if spec.args else None,
-        "meta": _json.dumps(spec.meta) if spec.meta else None,
-        "tags": spec.tags or None,
-        "priority": spec.priority,
-        "max_attempts": spec.max_attempts,
-        "scheduled_at": spec.scheduled_at,
-        "partition_key": spec.partition_key,
-        "origin": spec.origin,
-    }
 
 
 def _inserted_job(spec: JobSpec, job_id: int, inserted_at: datetime) -> Job:

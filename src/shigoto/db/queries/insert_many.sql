@@ -7,7 +7,8 @@ INSERT INTO __schema__.jobs
 SELECT
     (CASE WHEN %(scheduled_at)s::timestamptz > now() THEN 'scheduled' ELSE 'available' END)
         ::__schema__.job_state,
-    %(queue)s, %(worker)s, a.args, %(meta)s::jsonb, %(tags)s::text[], %(priority)s,
+    %(queue)s, %(worker)s, a.args, COALESCE(%(meta)s::jsonb, '{}'),
+    COALESCE(%(tags)s::text[], '{}'), %(priority)s,
     %(max_attempts)s, COALESCE(%(scheduled_at)s::timestamptz, now()), %(partition_key)s,
     %(origin)s
 FROM jsonb_array_elements(%(args)s::jsonb) WITH ORDINALITY AS a(args, position)

@@ -20,9 +20,10 @@ WITH existing AS (
     FROM __schema__.jobs AS j JOIN existing USING (id)
 ), replaced AS (
     UPDATE __schema__.jobs AS j
-    SET args = (CASE WHEN 'args' = ANY(%(replace)s::text[]) THEN %(args)s ELSE j.args END),
-        meta = (CASE WHEN 'meta' = ANY(%(replace)s::text[]) THEN %(meta)s ELSE j.meta END),
-        tags = (CASE WHEN 'tags' = ANY(%(replace)s::text[]) THEN %(tags)s::text[] ELSE j.tags END),
+    SET args = (CASE WHEN 'args' = ANY(%(replace)s::text[]) THEN COALESCE(%(args)s::jsonb, '{}') ELSE j.args END),
+        meta = (CASE WHEN 'meta' = ANY(%(replace)s::text[]) THEN COALESCE(%(meta)s::jsonb, '{}') ELSE j.meta END),
+        tags = (CASE WHEN 'tags' = ANY(%(replace)s::text[])
+                     THEN COALESCE(%(tags)s::text[], '{}') ELSE j.tags END),
         priority = (CASE WHEN 'priority' = ANY(%(replace)s::text[])
                          THEN %(priority)s ELSE j.priority END),
         max_attempts = (CASE WHEN 'max_attempts' = ANY(%(replace)s::text[])
@@ -51,7 +52,8 @@ WITH existing AS (
               WHEN %(scheduled_at)s::timestamptz > now() THEN 'scheduled'
               ELSE 'available' END)
             ::__schema__.job_state,
-        %(queue)s, %(worker)s, %(args)s, %(meta)s, %(tags)s::text[], %(priority)s,
+        %(queue)s, %(worker)s, COALESCE(%(args)s::jsonb, '{}'), COALESCE(%(meta)s::jsonb, '{}'),
+        COALESCE(%(tags)s::text[], '{}'), %(priority)s,
         %(max_attempts)s, COALESCE(%(scheduled_at)s::timestamptz, now()), %(partition_key)s,
         %(origin)s, %(unique_key)s, %(depends_on)s::bigint[], %(on_dependency_failure)s
     WHERE NOT EXISTS (SELECT 1 FROM existing)
