@@ -124,3 +124,26 @@ def test_a_thread_that_would_wait_takes_the_sync_pools_spare(dsn: str) -> None:
         pool.putconn(again)
     finally:
         pool.close()
+
+
+async def test_pooled_connections_read_timestamps_in_utc(dsn: str, schema: str) -> None:
+    """The app's connections are set to UTC (session_utc.sql); behind PgBouncer in
+    transaction pooling mode (prepared_statements=False) they keep the server's zone, since
+    a session setting there would reach other clients."""
+    server_zone = await _time_zone(Shigoto(dsn=dsn, schema=schema, prepared_statements=False))
+    assert await _time_zone(Shigoto(dsn=dsn, schema=schema)) == ("UTC", "UTC")
+    assert server_zone[0] == server_zone[1]  # the async and sync pools agree
+
+
+async def _time_zone(app: Shigoto) -> tuple[str, str]:
+    try:
+        async with app.connection() as conn:
+            cur = await conn.execute("SHOW TimeZone")
+            row = await cur.fetchone()
+        with app.sync.connection() as sync_conn:
+            sync_row = sync_conn.execute("SHOW TimeZone").fetchone()
+        assert row is not None and sync_row is not None
+        return str(row[0]), str(sync_row[0])
+    finally:
+        await app.close()
+        app.sync.close()

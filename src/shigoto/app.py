@@ -61,10 +61,6 @@ MAX_PAGE = 1000
 RECHECK = 5.0  # seconds between looks at a waited-for job when no notification comes
 
 
-async def _configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
-    _json.use_on(conn)
-
-
 def _many(
     template: object, args: Iterable[Mapping[str, Any]]
 ) -> tuple[JobSpec, list[dict[str, Any]]]:
@@ -108,6 +104,13 @@ class _Facade:
         if not self.config.prepared_statements:
             kwargs["prepare_threshold"] = None  # PgBouncer in transaction pooling mode
         return kwargs
+
+    @property
+    def _utc_session(self) -> bool:
+        """Whether a pooled connection is set to UTC (session_utc.sql). Not behind PgBouncer
+        in transaction pooling mode (prepared statements off): a session's setting would
+        stay with a server connection that other clients get next."""
+        return self.config.prepared_statements
 
     def new_job(
         self, worker: str, args: Mapping[str, Any] | None = None, **options: Any
@@ -348,6 +351,11 @@ class Shigoto(_Facade):
 
     # -- connections -----------------------------------------------------------------------
 
+    async def _configure_connection(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        _json.use_on(conn)
+        if self._utc_session:
+            await conn.execute(self.queries.sql("session_utc"))
+
     async def _get_pool(self) -> AsyncConnectionPool:
         if self._pool is None:
             async with self._pool_lock:
@@ -358,7 +366,7 @@ class Shigoto(_Facade):
                         min_size=self.config.pool_min_size,
                         max_size=self.config.pool_max_size,
                         kwargs=self._connection_kwargs(),
-                        configure=_configure_async,
+                        configure=self._configure_connection,
                         open=False,
                         name="shigoto",
                     )
@@ -835,6 +843,11 @@ class SyncShigoto(_Facade):
         self._pool: ConnectionPool | None = None
         self._pool_lock = threading.Lock()
 
+    def _configure_connection(self, conn: psycopg.Connection[Any]) -> None:
+        _json.use_on(conn)
+        if self._utc_session:
+            conn.execute(self.queries.sql("session_utc"))
+
     def _get_pool(self) -> ConnectionPool:
         with self._pool_lock:
             if self._pool is None:
@@ -843,7 +856,7 @@ class SyncShigoto(_Facade):
                     min_size=min(self.config.pool_min_size, 1),
                     max_size=self.config.pool_max_size,
                     kwargs=self._connection_kwargs(),
-                    configure=_json.use_on,
+                    configure=self._configure_connection,
                     open=False,
                     name="shigoto-sync",
                 )

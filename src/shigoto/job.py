@@ -143,12 +143,18 @@ JOB_COLUMNS = tuple(name for name in Job.__dataclass_fields__ if name != "confli
 STATE_OF: dict[str, JobState] = {state.value: state for state in JobState}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class JobSpec:
     """A job ready to insert: made by `Worker.new`, checked when made.
 
     spec = send_email.new({"to": "a@b.c"}, priority=10, scheduled_in=60)
     job = await app.insert(spec)
+
+    Treat it as a value: for another job, make another spec with `Worker.new` (which
+    checks it) rather than changing this one's fields (which checks nothing). (Not a frozen
+    dataclass: a frozen one sets each field through `object.__setattr__`, which cost more
+    than all of `build`'s checks together: 20,000 instructions against 3,000 for a plain
+    one, for every job inserted one by one.)
     """
 
     worker: str
@@ -196,7 +202,7 @@ class JobSpec:
             when = datetime.now(UTC) + timedelta(
                 seconds=check.seconds(scheduled_in, "scheduled_in")
             )
-        # Positional, in field order: keyword arguments cost a frozen dataclass more.
+        # Positional, in field order: cheaper than keyword arguments.
         return cls(
             check.worker_name(worker),
             check.json_object({} if args is None else args, "args"),

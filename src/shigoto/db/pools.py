@@ -87,8 +87,14 @@ class LifoAsyncConnectionPool(AsyncConnectionPool):
         return await super()._get_ready_connection(timeout)
 
 
+# (An enum member read once: reading it off its class costs more than the whole check.)
+_IDLE = TransactionStatus.IDLE
+
+
 def _idle(conn: Any) -> bool:
-    return not conn.closed and conn.pgconn.transaction_status == TransactionStatus.IDLE
+    """Open and not in a transaction: a closed connection's status is UNKNOWN, not IDLE."""
+    status: int = conn.pgconn.transaction_status
+    return status == _IDLE
 
 
 def _still_good(spare: Any, taken_at: dict[int, float]) -> bool:
