@@ -94,7 +94,6 @@ class Job:
     def from_spec(
         cls,
         spec: JobSpec,
-        *,
         id: int,
         state: JobState,
         inserted_at: datetime,

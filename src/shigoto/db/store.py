@@ -100,7 +100,7 @@ def insert(q: Queries, spec: JobSpec) -> Operation[Job]:
         )
         job = _job_from_spec(spec, result.rows[0], named)
     else:
-        result = yield Statement(q.sql("insert_job"), _spec_params(spec), tuples=True)
+        result = yield Statement(q.sql("insert_job"), _spec_params(spec), True)  # tuples
         job = _inserted_job(spec, *result.rows[0])
     if named:
         yield from _mark_dependencies(q, named)
@@ -114,8 +114,13 @@ def _inserted_job(spec: JobSpec, job_id: int, inserted_at: datetime) -> Job:
     if inserted_at.tzinfo is not UTC:
         inserted_at = inserted_at.astimezone(UTC)
     when = spec.scheduled_at or inserted_at
-    state = JobState.SCHEDULED if when > inserted_at else JobState.AVAILABLE
-    return Job.from_spec(spec, id=job_id, state=state, inserted_at=inserted_at, scheduled_at=when)
+    # (Positional, and the states read once: keywords, and reading a member off an enum
+    # class, cost more than the rest of this function.)
+    state = _SCHEDULED if when > inserted_at else _AVAILABLE
+    return Job.from_spec(spec, job_id, state, inserted_at, when)
+
+
+_SCHEDULED, _AVAILABLE = JobState.SCHEDULED, JobState.AVAILABLE
 
 
 def _mark_dependencies(q: Queries, ids: Sequence[int]) -> Operation[None]:
