@@ -25,8 +25,6 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from shigoto.cli import run_on_fastest_loop
-
 ROOT = Path(__file__).parent.parent.parent
 PEERS_DIR = Path(__file__).parent / "peers"
 VENVS = ROOT / ".bench" / "venvs"
@@ -235,34 +233,6 @@ def _pgbench(pgbench: str, dsn: str, script_text: str, clients: int) -> float:
     )
 
 
-BARE_INSERT = "INSERT INTO shigoto.jobs (worker, args) VALUES (%s, %s::jsonb) RETURNING id"
-
-
-def bare_single_inserts(dsn: str, jobs: int) -> dict[str, int]:
-    """Jobs/s of a plain psycopg INSERT into shigoto's jobs table, one transaction each:
-    W2's yardstick, with a sync connection and with an async one (on the event loop
-    shigoto's driver runs on), so that each of shigoto's APIs is set against its own. It
-    inserts into the table shigoto's own W2 runs fill, between them, so that both meet the
-    same table and indexes (the tags' GIN index, say, flushes its pending list as it
-    grows)."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(BARE_INSERT, ["bench.noop", "{}"], prepare=True)
-        began = time.perf_counter()
-        for _ in range(jobs):
-            conn.execute(BARE_INSERT, ["bench.noop", "{}"], prepare=True).fetchone()
-        sync = round(jobs / (time.perf_counter() - began))
-    return {"sync": sync, "async": run_on_fastest_loop(_bare_async_inserts(dsn, jobs))}
-
-
-async def _bare_async_inserts(dsn: str, jobs: int) -> int:
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        await conn.execute(BARE_INSERT, ["bench.noop", "{}"], prepare=True)
-        began = time.perf_counter()
-        for _ in range(jobs):
-            await (await conn.execute(BARE_INSERT, ["bench.noop", "{}"], prepare=True)).fetchone()
-        return round(jobs / (time.perf_counter() - began))
-
-
 def run(admin_dsn: str, peers: list[str], workloads: list[str]) -> dict[str, Any]:
     report: dict[str, Any] = {
         "peers": {},
@@ -304,7 +274,6 @@ def run(admin_dsn: str, peers: list[str], workloads: list[str]) -> dict[str, Any
 # single run by more than the targets are about (W1 went 105,000-143,000 jobs/s in three
 # runs in a row): they run several times, the median run kept.
 BULK_RUNS = 3
-SINGLE_INSERT_RUNS = 9
 
 
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -319,34 +288,27 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def single_inserts(python: str, name: str, dsn: str, options: dict[str, Any]) -> dict[str, Any]:
-    """W2 nine times, the median run kept. For shigoto, each run goes with a run of its
-    sync facade and of W2's yardsticks, bare psycopg inserts sync and async,
-    interleaved; their medians go with the result, and the median of each round's ratio
-    (a round's runs meet the machine in the same mood, so its ratio is steadier than
-    either rate)."""
-    runs, sync_runs = [], []
-    bare: dict[str, list[int]] = {"sync": [], "async": []}
-    for _ in range(SINGLE_INSERT_RUNS):
-        if name == "shigoto":
-            for mode, rate in bare_single_inserts(dsn, options["jobs"]).items():
-                bare[mode].append(rate)
-            sync_runs.append(drive(python, name, "single_insert_sync", dsn, options))
-        runs.append(drive(python, name, "single_insert", dsn, options))
-    result = _median_run(runs)
+    """W2 nine times, the median run kept; for shigoto, then W2's yardstick three times
+    (`single_insert_vs_bare`: shigoto's async API and sync facade beside bare psycopg
+    inserts, in one process, in turns of 100 on the same connection), the median ratio
+    kept."""
+    result = _median_run([drive(python, name, "single_insert", dsn, options) for _ in range(9)])
     if name == "shigoto" and "runs_jobs_per_second" in result:
-        sync_rates = [run["jobs_per_second"] for run in sync_runs]
-        result["sync_jobs_per_second"] = round(statistics.median(sync_rates))
-        result["sync_runs"] = sync_rates
-        for mode, rates_of_mode in bare.items():
-            result[f"bare_psycopg_{mode}_jobs_per_second"] = round(statistics.median(rates_of_mode))
-            result[f"bare_psycopg_{mode}_runs"] = rates_of_mode
-        result["paired_ratio_async"] = _paired_ratio(result["runs_jobs_per_second"], bare["async"])
-        result["paired_ratio_sync"] = _paired_ratio(sync_rates, bare["sync"])
+        beside = [
+            drive(python, name, "single_insert_vs_bare", dsn, {"jobs": YARDSTICK_JOBS})
+            for _ in range(YARDSTICK_RUNS)
+        ]
+        if all("ratio_async" in run for run in beside):
+            result["vs_bare"] = {
+                "runs": beside,
+                "ratio_async": statistics.median(run["ratio_async"] for run in beside),
+                "ratio_sync": statistics.median(run["ratio_sync"] for run in beside),
+            }
     return result
 
 
-def _paired_ratio(ours: list[float], bare: list[int]) -> float:
-    return round(statistics.median(o / b for o, b in zip(ours, bare, strict=True)), 3)
+YARDSTICK_RUNS = 3
+YARDSTICK_JOBS = 6_000  # per variant: 60 turns of 100
 
 
 def _figure(value: object) -> str:
@@ -415,18 +377,17 @@ def table(report: dict[str, Any]) -> str:
         f"{ceiling.get('batch_10_two_commits_clients_2_jobs_per_second')} with 2."
     )
     w2 = (report["peers"].get("shigoto") or {}).get("W2") or [{}]
-    if isinstance(w2[0], dict) and w2[0].get("bare_psycopg_sync_jobs_per_second"):
-        ours, ours_sync = w2[0].get("jobs_per_second"), w2[0]["sync_jobs_per_second"]
-        bare, bare_async = (
-            w2[0]["bare_psycopg_sync_jobs_per_second"],
-            w2[0]["bare_psycopg_async_jobs_per_second"],
-        )
+    beside = w2[0].get("vs_bare") if isinstance(w2[0], dict) else None
+    if beside:
+        rates = sorted(beside["runs"], key=lambda run: run["ratio_async"])[len(beside["runs"]) // 2]
         lines.append(
-            "W2 beside bare psycopg single inserts into shigoto's table (medians of nine runs, "
-            f"interleaved): async {bare_async} jobs/s, shigoto's async API {ours} "
-            f"({ours / bare_async:.0%} of it; median of the rounds' ratios "
-            f"{w2[0]['paired_ratio_async']:.0%}); sync {bare}, shigoto's sync facade "
-            f"{ours_sync} ({ours_sync / bare:.0%}; rounds {w2[0]['paired_ratio_sync']:.0%}); "
-            f"shigoto's async API is {ours / bare:.0%} of bare sync."
+            "W2 beside bare psycopg (one process, turns of 100 inserts on the same connection, "
+            f"median of {len(beside['runs'])} runs): shigoto's async API "
+            f"{beside['ratio_async']:.0%} of bare async psycopg's rate "
+            f"({rates['shigoto_async_jobs_per_second']} vs "
+            f"{rates['psycopg_async_jobs_per_second']} jobs/s), its sync facade "
+            f"{beside['ratio_sync']:.0%} of bare sync psycopg's "
+            f"({rates['shigoto_sync_jobs_per_second']} vs "
+            f"{rates['psycopg_sync_jobs_per_second']} jobs/s)."
         )
     return "\n".join(lines)

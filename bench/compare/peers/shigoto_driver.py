@@ -78,17 +78,65 @@ async def single_insert(dsn: str, jobs: int) -> dict[str, Any]:
     return {"jobs": jobs, "seconds": round(seconds, 4), "jobs_per_second": round(jobs / seconds)}
 
 
-async def single_insert_sync(dsn: str, jobs: int) -> dict[str, Any]:
-    """W2 through the sync facade (`app.sync.insert`), beside bare sync psycopg (shigoto
-    only: the peers' W2 is their async API)."""
+BARE_INSERT = "INSERT INTO shigoto.jobs (worker, args) VALUES (%s, %s::jsonb) RETURNING id"
+CHUNK = 100
+
+
+async def single_insert_vs_bare(dsn: str, jobs: int) -> dict[str, Any]:
+    """W2's yardstick: `jobs` single inserts by each of shigoto's async API, bare async
+    psycopg (the same event loop), shigoto's sync facade and bare sync psycopg, in this one
+    process, taking turns in chunks of 100 (the order turning each time), into the same
+    table. The bare inserts are what a user would write, `conn.execute` on an autocommit
+    connection, prepared, on the very connection shigoto uses next (borrowed from its pool
+    for the chunk): on this machine one connection runs the same inserts up to 9% faster
+    than another (its server process's place on the two cores), and a run of W2 alone moves
+    by 15% from one second to the next; the same connection and chunks this small take
+    both out of the ratio."""
     app = make_app(dsn)
-    app.sync.insert(spec())
-    began = time.perf_counter()
-    for _ in range(jobs):
-        app.sync.insert(spec())
-    seconds = time.perf_counter() - began
+
+    async def shigoto_async() -> None:
+        for _ in range(CHUNK):
+            await app.insert(spec())
+
+    async def psycopg_async() -> None:
+        async with app.connection() as conn:
+            for _ in range(CHUNK):
+                cur = await conn.execute(BARE_INSERT, [WORKER, "{}"], prepare=True)
+                await cur.fetchone()
+
+    async def shigoto_sync() -> None:
+        for _ in range(CHUNK):
+            app.sync.insert(spec())
+
+    async def psycopg_sync() -> None:
+        with app.sync.connection() as conn:
+            for _ in range(CHUNK):
+                conn.execute(BARE_INSERT, [WORKER, "{}"], prepare=True).fetchone()
+
+    variants = {
+        "shigoto_async": shigoto_async,
+        "psycopg_async": psycopg_async,
+        "shigoto_sync": shigoto_sync,
+        "psycopg_sync": psycopg_sync,
+    }
+    spent = dict.fromkeys(variants, 0.0)
+    for chunk in variants.values():  # connections open, statements prepared, code warm
+        await chunk()
+    order = list(variants)
+    for turn in range(jobs // CHUNK):
+        for name in order[turn % 4 :] + order[: turn % 4]:
+            began = time.perf_counter()
+            await variants[name]()
+            spent[name] += time.perf_counter() - began
+    await app.close()
     app.sync.close()
-    return {"jobs": jobs, "seconds": round(seconds, 4), "jobs_per_second": round(jobs / seconds)}
+    done = jobs // CHUNK * CHUNK
+    return {
+        "jobs": done,
+        **{f"{name}_jobs_per_second": round(done / seconds) for name, seconds in spent.items()},
+        "ratio_async": round(spent["psycopg_async"] / spent["shigoto_async"], 3),
+        "ratio_sync": round(spent["psycopg_sync"] / spent["shigoto_sync"], 3),
+    }
 
 
 async def worker(dsn: str, concurrency: int, prefetch: int) -> None:
@@ -294,7 +342,7 @@ def main() -> None:
         "setup": lambda: setup(o.dsn),
         "bulk_insert": lambda: bulk_insert(o.dsn, o.jobs),
         "single_insert": lambda: single_insert(o.dsn, o.jobs),
-        "single_insert_sync": lambda: single_insert_sync(o.dsn, o.jobs),
+        "single_insert_vs_bare": lambda: single_insert_vs_bare(o.dsn, o.jobs),
         "worker": lambda: worker(o.dsn, o.concurrency, o.prefetch),
         "drain": lambda: drain(o.dsn, o.jobs, o.nodes, o.concurrency, o.prefetch),
         "latency": lambda: latency(o.dsn, o.jobs, o.gap),
