@@ -142,6 +142,9 @@ JOB_COLUMNS = tuple(name for name in Job.__dataclass_fields__ if name != "confli
 STATE_OF: dict[str, JobState] = {state.value: state for state in JobState}
 
 
+DEFAULT_QUEUE = "default"  # a valid queue name: `build` takes this very string unchecked
+
+
 @dataclass(slots=True)
 class JobSpec:
     """A job ready to insert: made by `Worker.new`, checked when made.
@@ -158,7 +161,7 @@ class JobSpec:
 
     worker: str
     args: dict[str, Any] = field(default_factory=dict)
-    queue: str = "default"
+    queue: str = DEFAULT_QUEUE
     priority: int = 0
     max_attempts: int = 3
     scheduled_at: datetime | None = None
@@ -178,7 +181,7 @@ class JobSpec:
         worker: str,
         args: object = None,
         *,
-        queue: str = "default",
+        queue: str = DEFAULT_QUEUE,
         priority: int = 0,
         max_attempts: int = 3,
         scheduled_at: datetime | None = None,
@@ -205,12 +208,12 @@ class JobSpec:
         return cls(
             check.worker_name(worker),
             check.json_object({} if args is None else args, "args"),
-            check.queue(queue),
+            queue if queue is DEFAULT_QUEUE else check.queue(queue),
             check.priority(priority),
             check.max_attempts(max_attempts),
             when,
             check.tags(tags) if tags else [],
-            check.json_object({} if meta is None else meta, "meta"),
+            {} if meta is None else check.json_object(meta, "meta"),
             None
             if partition_key is None
             else check.text(partition_key, "partition_key", max_length=check.MAX_NAME_LENGTH),
