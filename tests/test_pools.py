@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from datetime import UTC
 
+import psycopg
 import psycopg_pool
 import pytest
 
-from shigoto import Shigoto
+from shigoto import JobSpec, Shigoto
 from shigoto.db import pools
 
 
@@ -130,9 +132,11 @@ async def test_pooled_connections_read_timestamps_in_utc(dsn: str, schema: str) 
     """The app's connections are set to UTC (session_utc.sql); behind PgBouncer in
     transaction pooling mode (prepared_statements=False) they keep the server's zone, since
     a session setting there would reach other clients."""
-    server_zone = await _time_zone(Shigoto(dsn=dsn, schema=schema, prepared_statements=False))
-    assert await _time_zone(Shigoto(dsn=dsn, schema=schema)) == ("UTC", "UTC")
-    assert server_zone[0] == server_zone[1]  # the async and sync pools agree
+    # A server whose sessions start in another zone (as set here for every connection).
+    paris = psycopg.conninfo.make_conninfo(dsn, options="-c TimeZone=Europe/Paris")
+    assert await _time_zone(Shigoto(dsn=paris, schema=schema)) == ("UTC", "UTC")
+    behind_pgbouncer = Shigoto(dsn=paris, schema=schema, prepared_statements=False)
+    assert await _time_zone(behind_pgbouncer) == ("Europe/Paris", "Europe/Paris")
 
 
 async def _time_zone(app: Shigoto) -> tuple[str, str]:
@@ -147,3 +151,27 @@ async def _time_zone(app: Shigoto) -> tuple[str, str]:
     finally:
         await app.close()
         app.sync.close()
+
+
+@pytest.mark.parametrize("prepared_statements", [True, False])
+async def test_jobs_come_back_in_utc_whatever_the_sessions_zone(
+    dsn: str, schema: str, prepared_statements: bool
+) -> None:
+    """In UTC sessions or in the server's own zone, a job's timestamps are UTC datetimes
+    of the stored instants."""
+    paris = psycopg.conninfo.make_conninfo(dsn, options="-c TimeZone=Europe/Paris")
+    app = Shigoto(dsn=paris, schema=schema, prepared_statements=prepared_statements)
+    try:
+        await app.migrate()
+        inserted = await app.insert(JobSpec.build("w", scheduled_in=60))
+        stored = await app.get_job(inserted.id)
+        assert stored is not None
+        for job in (inserted, stored):
+            assert job.inserted_at.tzinfo is UTC and job.scheduled_at.tzinfo is UTC
+        assert (stored.inserted_at, stored.scheduled_at) == (
+            inserted.inserted_at,
+            inserted.scheduled_at,
+        )
+        assert inserted.state == "scheduled"
+    finally:
+        await app.close()
