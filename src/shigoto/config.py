@@ -97,7 +97,8 @@ class Config:
         (0). For many short jobs: fewer, bigger claims. A prefetched job is claimed
         (`executing`), so no other node takes it; it returns to the queue, its attempt
         unused, if this node stops or pauses first.
-    prepared_statements: turn off behind PgBouncer in transaction pooling mode.
+    prepared_statements: turn off behind PgBouncer in transaction pooling mode (the pools'
+        connections then also keep the server's time zone rather than set theirs to UTC).
     notifier: LISTEN for new jobs and signals; off behind PgBouncer without `listen_dsn`
         (nodes then poll every `poll_interval`).
     listen_dsn: a direct connection for LISTEN when `dsn` goes through PgBouncer.
