@@ -274,6 +274,7 @@ def run(admin_dsn: str, peers: list[str], workloads: list[str]) -> dict[str, Any
 # single run by more than the targets are about (W1 went 105,000-143,000 jobs/s in three
 # runs in a row): they run several times, the median run kept.
 BULK_RUNS = 3
+SINGLE_INSERT_RUNS = 9
 
 
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -292,7 +293,8 @@ def single_inserts(python: str, name: str, dsn: str, options: dict[str, Any]) ->
     (`single_insert_vs_bare`: shigoto's async API and sync facade beside bare psycopg
     inserts, in one process, in turns of 100 on the same connection), the median ratio
     kept."""
-    result = _median_run([drive(python, name, "single_insert", dsn, options) for _ in range(9)])
+    runs = [drive(python, name, "single_insert", dsn, options) for _ in range(SINGLE_INSERT_RUNS)]
+    result = _median_run(runs)
     if name == "shigoto" and "runs_jobs_per_second" in result:
         beside = [
             drive(python, name, "single_insert_vs_bare", dsn, {"jobs": YARDSTICK_JOBS})

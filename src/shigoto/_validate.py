@@ -37,13 +37,8 @@ def schema_name(name: str) -> str:
 
 def text(value: object, field: str, *, max_length: int) -> str:
     """A non-empty string PostgreSQL can store (no NUL), at most `max_length` characters."""
-    # The common case first, in one go: a job inserted checks two or three names.
-    if (
-        type(value) is str
-        and 0 < len(value) <= max_length
-        and value.isascii()
-        and "\x00" not in value
-    ):
+    # The common case first, in one go: a job inserted checks a name or two.
+    if type(value) is str and 0 < len(value) <= max_length and _fits_string(value):
         return value
     if not isinstance(value, str):
         raise InvalidJobError(field, f"must be a string, got {type(value).__name__}")
@@ -136,18 +131,16 @@ def json_value(value: object, field: str) -> Any:
 
 
 def _check_string(value: str, path: str, what: str = "") -> None:
+    """`_fits_string`, raising for a string that does not fit, with what is wrong."""
+    if _fits_string(value):
+        return
     if "\x00" in value:
         raise InvalidJobError(
             path, f"{what}contains a NUL character, which PostgreSQL jsonb cannot store"
         )
-    if value.isascii():  # O(1) in CPython; an ASCII string holds no lone surrogate
-        return
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidJobError(
-            path, f"{what}contains a lone surrogate (not valid Unicode), which jsonb cannot store"
-        ) from None
+    raise InvalidJobError(
+        path, f"{what}contains a lone surrogate (not valid Unicode), which jsonb cannot store"
+    )
 
 
 def _short(key: str, limit: int = 60) -> str:
@@ -180,9 +173,10 @@ def _fits_jsonb(value: object, depth: int) -> bool:
 
 
 def _fits_string(value: str) -> bool:
+    """No NUL and valid Unicode (no lone surrogate): what PostgreSQL can store."""
     if "\x00" in value:
         return False
-    if value.isascii():
+    if value.isascii():  # O(1) in CPython; an ASCII string holds no lone surrogate
         return True
     try:
         value.encode("utf-8")

@@ -124,7 +124,8 @@ async def single_insert_vs_bare(dsn: str, jobs: int) -> dict[str, Any]:
         await chunk()
     order = list(variants)
     for turn in range(jobs // CHUNK):
-        for name in order[turn % 4 :] + order[: turn % 4]:
+        first = turn % len(order)
+        for name in order[first:] + order[:first]:
             began = time.perf_counter()
             await variants[name]()
             spent[name] += time.perf_counter() - began
