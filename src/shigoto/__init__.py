@@ -20,6 +20,7 @@ from shigoto.job import FINAL_STATES, Job, JobSpec, JobState, Ref
 from shigoto.outcomes import (
     Cancel,
     ConfigurationError,
+    DatabaseUnavailable,
     Discard,
     DuplicateWorkerError,
     EmbeddedServerUnavailable,
@@ -45,6 +46,7 @@ __all__ = [
     "ConfigurationError",
     "Cron",
     "Daily",
+    "DatabaseUnavailable",
     "Discard",
     "DuplicateWorkerError",
     "EmbeddedServerUnavailable",

@@ -35,12 +35,14 @@ from shigoto.batches import Batch
 from shigoto.config import Config
 from shigoto.db import migrator, scheduling, store
 from shigoto.db.embedded import embedded_dsn
+from shigoto.db.faults import describe, is_connection_fault
 from shigoto.db.operations import Operation, run_async, run_sync
 from shigoto.db.pools import LifoAsyncConnectionPool, LifoConnectionPool
 from shigoto.db.queries import Queries
 from shigoto.job import FINAL_STATES, Job, JobSpec, JobState
 from shigoto.outcomes import (
     ConfigurationError,
+    DatabaseUnavailable,
     InvalidJobError,
     InvalidScheduleError,
     JobNotFoundError,
@@ -385,8 +387,10 @@ class Shigoto(_Facade):
                     "with a sync connection use app.sync"
                 )
             return await run_async(conn, operation, transaction=transaction)
-        pool = self._pool or await self._get_pool()
+        pool = self._pool
         try:
+            if pool is None:
+                pool = await self._get_pool()
             # getconn/putconn rather than `pool.connection()`: the same, without a context
             # manager's generator on every statement of a busy node.
             pooled = await pool.getconn()
@@ -394,11 +398,14 @@ class Shigoto(_Facade):
                 return await run_async(pooled, operation, transaction=transaction)
             finally:
                 await pool.putconn(pooled)
-        except psycopg.OperationalError:
-            # One dead connection usually means more (a server restart, a purge): have the
-            # pool test its idle ones now rather than hand them out to fail one by one.
-            self._check_pool_soon(pool)
-            raise
+        except psycopg.OperationalError as error:
+            if not is_connection_fault(error):
+                raise  # about the request, not the connection
+            if pool is not None:
+                # One dead connection usually means more (a server restart, a purge): have
+                # the pool test its idle ones now rather than hand them out to fail one by one.
+                self._check_pool_soon(pool)
+            raise DatabaseUnavailable(describe(error)) from error
 
     def _check_pool_soon(self, pool: AsyncConnectionPool) -> None:
         async def check() -> None:
@@ -873,13 +880,18 @@ class SyncShigoto(_Facade):
                     "with an async connection use the async API"
                 )
             return run_sync(conn, operation, transaction=transaction)
-        pool = self._pool or self._get_pool()
-        # getconn/putconn, as the async app does: no context manager per statement
-        pooled = pool.getconn()
         try:
-            return run_sync(pooled, operation, transaction=transaction)
-        finally:
-            pool.putconn(pooled)
+            pool = self._pool or self._get_pool()
+            # getconn/putconn, as the async app does: no context manager per statement
+            pooled = pool.getconn()
+            try:
+                return run_sync(pooled, operation, transaction=transaction)
+            finally:
+                pool.putconn(pooled)
+        except psycopg.OperationalError as error:
+            if not is_connection_fault(error):
+                raise  # about the request, not the connection
+            raise DatabaseUnavailable(describe(error)) from error
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:

@@ -112,5 +112,11 @@ class DuplicateWorkerError(ShigotoError):
         )
 
 
+class DatabaseUnavailable(ShigotoError):
+    """The database could not be reached: no connection could be had in time, or the
+    connection was lost. Nothing about the request itself was wrong; the same call may
+    succeed once the server is back. `__cause__` is the last connection error."""
+
+
 class MigrationError(ShigotoError):
     """The database schema is missing, newer than this code, or could not be migrated."""

@@ -187,7 +187,7 @@ class Node:
             await self.leader.resign()
         try:
             await self._db(execution.remove_node(self.app.queries, self.id))
-        except (psycopg.Error, OSError) as error:
+        except (*TRANSIENT, psycopg.Error, OSError) as error:
             logger.warning("could not deregister node %s: %s", self.id, error)
         self.executor.close()
         self.started = False

@@ -3,11 +3,12 @@ and how long to wait before the next try."""
 
 from __future__ import annotations
 
-import psycopg
-from psycopg_pool import PoolTimeout
+from shigoto.outcomes import DatabaseUnavailable
 
-# Errors that mean "the database is unreachable right now", not "this request is wrong".
-TRANSIENT = (psycopg.OperationalError, PoolTimeout)
+# Errors that mean "the database is unreachable right now", not "this request is wrong":
+# the app's statements raise `DatabaseUnavailable` for those (see `shigoto.db.faults`), and
+# only those are waited out and retried. An error about the data is never retried.
+TRANSIENT = (DatabaseUnavailable,)
 
 
 class Backoff:
