@@ -178,6 +178,31 @@ async def test_fair_claiming_does_not_starve_a_small_partition(dsn: str, schema:
     assert max(positions) < 300, positions
 
 
+async def test_fair_claiming_rotates_partitions_claim_by_claim(dsn: str, schema: str) -> None:
+    """With one slot each claim takes one job: the partitions must still take turns, so
+    "small", inserted after 50 jobs of "big", is not served last."""
+    app = Shigoto(dsn=dsn, schema=schema, fair_queues=("tenants",), **FAST)  # type: ignore[arg-type]
+    order: list[str] = []
+
+    @app.worker(name="note", queue="tenants")
+    async def note(key: str) -> None:
+        order.append(key)
+
+    await app.migrate()
+    big = [note.new({"key": "big"}, partition_key="big") for _ in range(50)]
+    small = [note.new({"key": "small"}, partition_key="small") for _ in range(5)]
+    unkeyed = [note.new({"key": "none"}) for _ in range(5)]
+    await app.insert_all(big + small + unkeyed)
+    try:
+        await app.start(queues={"tenants": 1})
+        await wait_until(lambda: asyncio.sleep(0, result=len(order) == 60), timeout=60)
+    finally:
+        await app.stop(timeout=0)
+        await app.close()
+    # Each turn serves every partition that has jobs left: none, big, small, none, ...
+    assert order[:15] == ["none", "big", "small"] * 5, order
+
+
 async def _completed(db, schema: str, at_least: int) -> bool:
     cur = await db.execute(
         sql.SQL("SELECT count(*) FROM {} WHERE state = 'completed'").format(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -72,38 +73,67 @@ def settle_and_claim(
     limit: int = 0,
     fresh_for: float = 0.0,
     fair: bool = False,
+    after: Job | None = None,
 ) -> Operation[Settled]:
     """Write `acks` and claim up to `limit` jobs of `queue`, in one statement and one commit.
 
     A producer that claims carries the outcomes waiting at that moment, so a busy node
     commits once per batch instead of twice. No claim is made unless this node's heartbeat
     is younger than `fresh_for` seconds, nor while the queue is paused. `fair` claims
-    round-robin across the queue's partitions.
+    round-robin across the queue's partitions, starting after the partition of `after`
+    (the last job of the previous claim), so that partitions take turns claim by claim.
     """
+    # '' stands for the jobs without a partition_key (a key is never empty).
+    turn_after = None if after is None else after.partition_key or ""
     params = {
         "outcomes": _json.dumps([a.document() for a in acks]),
         "node": node,
         "queue": queue,
         "limit": limit if queue is not None else 0,
         "fresh_for": fresh_for,
+        "after": turn_after,
     }
     result = yield Statement(q.claim_sql(fair), params, tuples=True)
     # Each row: acked, announced, follow_up, then the job's columns (JOB_COLUMNS).
     applied = set(result.rows[0][0]) if result.rows else set()
     follow_up = bool(result.rows and result.rows[0][2])
     jobs = [job_from_values(row[3:]) for row in result.rows if row[3] is not None]
-    if not fair:  # UPDATE ... RETURNING does not keep the pick's order: restore it.
+    # UPDATE ... RETURNING does not keep the pick's order: restore it.
+    if fair:
+        jobs = _in_turns(jobs, turn_after)
+    else:
         jobs.sort(key=lambda job: (-job.priority, job.scheduled_at, job.id))
     return Settled(applied, jobs, follow_up)
 
 
+def _in_turns(jobs: list[Job], after: str | None) -> list[Job]:
+    """A fair claim's jobs in pick_jobs_fair.sql's order: each partition's first job, in
+    turn from the partition after `after` ('' for the jobs without a key, which come
+    first), then each partition's second, and so on."""
+    ranked: list[tuple[tuple[int, bool, str], Job]] = []
+    seen: Counter[str] = Counter()
+    for job in sorted(jobs, key=lambda job: (-job.priority, job.scheduled_at, job.id)):
+        key = job.partition_key or ""
+        seen[key] += 1
+        ranked.append(((seen[key], after is not None and key <= after, key), job))
+    ranked.sort(key=lambda pair: pair[0])
+    return [job for _, job in ranked]
+
+
 def claim(
-    q: Queries, *, queue: str, limit: int, node: str, fresh_for: float, fair: bool = False
+    q: Queries,
+    *,
+    queue: str,
+    limit: int,
+    node: str,
+    fresh_for: float,
+    fair: bool = False,
+    after: Job | None = None,
 ) -> Operation[list[Job]]:
     """Claim up to `limit` jobs, in the order they should start; none unless this node's
     heartbeat is younger than `fresh_for` seconds."""
     settled = yield from settle_and_claim(
-        q, (), node=node, queue=queue, limit=limit, fresh_for=fresh_for, fair=fair
+        q, (), node=node, queue=queue, limit=limit, fresh_for=fresh_for, fair=fair, after=after
     )
     return settled.claimed
 

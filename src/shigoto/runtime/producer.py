@@ -74,6 +74,7 @@ class Producer:
         self._may_claim = may_claim
         self._fresh_for = fresh_for
         self._fair = fair
+        self._last: Job | None = None  # a fair queue's next claim starts after its partition
         # Told of each job run here that completed or was discarded (the app's hooks); None
         # when there are none, so a busy node builds no Job copies for nobody.
         self._on_stopped = on_stopped
@@ -149,6 +150,7 @@ class Producer:
                     limit=wanted,
                     fresh_for=self._fresh_for,
                     fair=self._fair,
+                    after=self._last,
                 )
             )
         except BaseException as error:
@@ -162,6 +164,8 @@ class Producer:
             raise
         if settled.follow_up:
             self._on_follow_up()
+        if settled.claimed and self._fair:
+            self._last = settled.claimed[-1]
         # More may wait if the claim filled every slot, or if new jobs were announced
         # while it ran: they may have been committed after its snapshot (a claim that
         # took fewer than it wanted must not put that news to sleep until the next poll).

@@ -4,6 +4,12 @@
 -- jobs waiting cannot starve one with 10. The partitions are found by walking the partial
 -- index (a skip scan: one probe per partition, not one row per job), and each partition
 -- contributes at most `limit` candidates. The same gates as pick_jobs.sql.
+--
+-- Among the partitions' jobs of one rank, the claim starts after the partition the
+-- producer's previous claim ended with (`after`: its key, '' for the jobs without one,
+-- NULL on a first claim) and goes round: the partitions in key order, the jobs without one
+-- first. So partitions take turns claim by claim, even when each claim takes one job.
+-- Keys compare as "C" (code points), the order the producer sorts the claimed jobs in.
 WITH RECURSIVE partitions AS (
     (SELECT partition_key AS key FROM __schema__.jobs
      WHERE queue = %(queue)s AND state = 'available' AND partition_key IS NOT NULL
@@ -17,7 +23,7 @@ WITH RECURSIVE partitions AS (
 ), candidates AS (
     SELECT best.* FROM partitions
     CROSS JOIN LATERAL (
-        SELECT id, priority, scheduled_at,
+        SELECT id, priority, scheduled_at, partitions.key,
                row_number() OVER (ORDER BY priority DESC, scheduled_at, id) AS rank
         FROM (SELECT id, priority, scheduled_at FROM __schema__.jobs
               WHERE queue = %(queue)s AND state = 'available' AND partition_key = partitions.key
@@ -26,7 +32,7 @@ WITH RECURSIVE partitions AS (
     ) AS best
     WHERE partitions.key IS NOT NULL
     UNION ALL
-    SELECT id, priority, scheduled_at,
+    SELECT id, priority, scheduled_at, NULL::text AS key,
            row_number() OVER (ORDER BY priority DESC, scheduled_at, id) AS rank
     FROM (SELECT id, priority, scheduled_at FROM __schema__.jobs
           WHERE queue = %(queue)s AND state = 'available' AND partition_key IS NULL
@@ -41,6 +47,10 @@ WHERE j.state = 'available'
       WHERE id = %(node)s AND heartbeat_at > now() - make_interval(secs => %(fresh_for)s)
   )
   AND NOT EXISTS (SELECT 1 FROM __schema__.queues WHERE name = %(queue)s AND paused)
-ORDER BY c.rank, c.priority DESC, c.scheduled_at, c.id
+ORDER BY c.rank,
+         %(after)s::text IS NOT NULL
+             AND (c.key IS NULL OR c.key COLLATE "C" <= %(after)s::text COLLATE "C"),
+         c.key COLLATE "C" NULLS FIRST,
+         c.priority DESC, c.scheduled_at, c.id
 LIMIT %(limit)s
 FOR UPDATE OF j SKIP LOCKED
