@@ -2,13 +2,15 @@
 
 Configured from SHIGOTO_* variables. Every worker records the start and end of each run in
 `<schema>.ledger` (in its own transaction), so a test can prove what ran, where, and how
-often.
+often; `ledger.blink`, too short for that, notes its runs in `runs_file(schema)` instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
+from pathlib import Path
 
 from psycopg import sql
 
@@ -54,3 +56,27 @@ async def sleep(seconds: float) -> None:
     await record("start")
     await asyncio.sleep(seconds)
     await record("end")
+
+
+def runs_file(schema: str) -> Path:
+    """Where `ledger.blink` notes each run it starts: one line "job_id attempt"."""
+    return Path(tempfile.gettempdir()) / f"shigoto-{schema}.runs"
+
+
+@app.worker(name="ledger.blink")
+async def blink() -> None:
+    """A 1 ms job, for draining a backlog; its runs go to a file (a write, no statement)."""
+    job = current_job()
+    line = f"{job.id} {job.attempt}\n".encode()
+    descriptor = os.open(runs_file(app.config.schema), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(descriptor, line)  # one small append: whole lines, even from two processes
+    finally:
+        os.close(descriptor)
+    await asyncio.sleep(0.001)
+
+
+@app.worker(name="ledger.nap")
+async def nap(seconds: float) -> None:
+    """Sleeps without touching the database (for a test that stops the server)."""
+    await asyncio.sleep(seconds)

@@ -12,6 +12,7 @@ from psycopg import sql
 
 from shigoto import JobSpec, JobState, Shigoto
 from tests.conftest import start_node, wait_until
+from tests.nodeapp import runs_file
 
 ROOT = Path(__file__).parent.parent
 
@@ -141,3 +142,38 @@ async def _nodes(app: Shigoto, schema: str) -> int:
         )
         row = await cur.fetchone()
         return int(row[0]) if row else 0
+
+
+async def test_a_graceful_stop_under_a_backlog_leaves_no_job_executing(
+    app: Shigoto, nodes, dsn: str, schema: str
+) -> None:
+    """SIGTERM while a node drains a backlog of 1 ms jobs with every slot busy, so that a
+    claim is nearly always on its way: whatever the node claimed and did not run goes back,
+    unstarted and with its attempt refunded, and none is left executing for a rescue."""
+    runs = runs_file(schema)
+    runs.unlink(missing_ok=True)
+    await app.insert_all([spec("ledger.blink") for _ in range(30_000)])
+    try:
+        for _ in range(6):  # the race is a matter of timing: stop more than once
+            before = await _count(app, JobState.COMPLETED)
+            node = start_node(nodes, dsn, schema, queues="default=32")
+
+            async def saturated(before: int = before) -> bool:
+                return await _count(app, JobState.COMPLETED) >= before + 1_000
+
+            await wait_until(saturated, timeout=60, every=0.05)
+            node.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(node.wait, 30) == 0
+            async with app.connection() as conn:
+                cur = await conn.execute(
+                    sql.SQL(
+                        "SELECT id, state::text, attempt FROM {} WHERE state <> 'completed'"
+                    ).format(sql.Identifier(schema, "jobs"))
+                )
+                left = await cur.fetchall()
+            ran = {int(line.split()[0]) for line in runs.read_text().splitlines()}
+            assert {(state, attempt) for _, state, attempt in left} == {("available", 0)}
+            assert not ran & {job_id for job_id, _, _ in left}  # given back unrun
+            assert await _nodes(app, schema) == 0
+    finally:
+        runs.unlink(missing_ok=True)

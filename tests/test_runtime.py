@@ -28,6 +28,7 @@ from shigoto import (
     current_job,
     report_progress,
 )
+from shigoto.db import execution
 from tests.conftest import FAST, wait_until
 
 
@@ -351,6 +352,30 @@ async def test_graceful_shutdown_returns_unfinished_jobs_at_once(fast_app: Shigo
     assert (returned.state, returned.attempt, returned.errors) == (JobState.AVAILABLE, 0, [])
 
 
+async def test_a_stop_gives_back_claimed_jobs_the_node_never_started(
+    fast_app: Shigoto, caplog
+) -> None:
+    """A job executing under the node's name that it does not run (the answer to a claim
+    that never reached it) goes back at the stop, its attempt refunded, not to a rescue."""
+
+    @fast_app.worker(name="stray", queue="elsewhere")
+    async def stray() -> None: ...
+
+    job = await stray.enqueue()
+    await fast_app.start(queues={"default": 1})
+    assert fast_app.node is not None
+    claim = execution.claim(
+        fast_app.queries, queue="elsewhere", limit=1, node=fast_app.node.id, fresh_for=60
+    )
+    assert [j.id for j in await fast_app._run(claim)] == [job.id]
+    with caplog.at_level(logging.WARNING, logger="shigoto.node"):
+        await fast_app.stop()
+    returned = await fast_app.get_job(job.id)
+    assert returned is not None
+    assert (returned.state, returned.attempt, returned.errors) == (JobState.AVAILABLE, 0, [])
+    assert "gave back 1 claimed job(s) that never started" in caplog.text
+
+
 async def test_cancelling_a_running_job_interrupts_it(fast_app: Shigoto) -> None:
     started = asyncio.Event()
     interrupted = asyncio.Event()
@@ -615,7 +640,6 @@ async def test_an_interrupted_job_that_raises_while_cleaning_up_is_still_returne
 async def test_a_node_never_rescues_its_own_jobs(app: Shigoto, db, schema) -> None:
     """Found by the chaos suite: after an outage a node's own heartbeat is stale; it must
     not take its own jobs (whose outcomes may still be on their way) for orphans."""
-    from shigoto.db import execution
 
     @app.worker(name="held")
     async def held() -> None: ...
@@ -722,7 +746,6 @@ async def test_a_node_that_cannot_heartbeat_stops_claiming(fast_app: Shigoto, db
 async def test_a_node_with_a_stale_heartbeat_claims_nothing(app: Shigoto, db, schema) -> None:
     """Found by the long chaos run: a claim that waited for a connection during an outage
     must not go through once the node's heartbeat is stale in the database."""
-    from shigoto.db import execution
 
     @app.worker(name="waiting")
     async def waiting() -> None: ...

@@ -105,7 +105,8 @@ class Config:
     heartbeat_interval: seconds between a node's heartbeats.
     rescue_after: a node silent this long is dead and its jobs are rescued
         (default: three heartbeats).
-    shutdown_timeout: seconds running jobs get to finish when a node stops.
+    shutdown_timeout: seconds running jobs get to finish when a node stops; the stop
+        ends within this plus 3 s, even when the database does not answer.
     stage_interval: how often due scheduled and retryable jobs are made available.
     probe_interval: how often the listener is proven alive by a NOTIFY round trip.
     sync_threads: threads for plain-function (sync) workers (default: the sum of queue limits).

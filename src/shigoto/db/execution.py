@@ -217,6 +217,13 @@ def remove_node(q: Queries, node: str) -> Operation[None]:
     yield Statement(q.sql("remove_node"), {"id": node})
 
 
+def give_back(q: Queries, *, node: str, running: Sequence[int] = ()) -> Operation[list[int]]:
+    """Return this node's executing jobs that it does not run (all but `running`) to the
+    queue, their attempts refunded; a stopping node's last step before it deregisters."""
+    result = yield Statement(q.sql("give_back_jobs"), {"node": node, "running": list(running)})
+    return [row["id"] for row in result.rows]
+
+
 def rescue(q: Queries, *, node: str, node_timeout: float) -> Operation[list[Job]]:
     """Declare silent nodes dead and return their jobs to the queue (or discard them)."""
     params = {"node": node, "node_timeout": node_timeout}

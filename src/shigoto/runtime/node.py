@@ -20,8 +20,8 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Coroutine, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 
@@ -47,8 +47,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("shigoto.node")
 
-ACK_FLUSH_TIMEOUT = 10.0
+# A stop's steps that need the database, after its jobs, share this many seconds.
+STOP_WRITES_TIMEOUT = 3.0
+# A component gets this long to end once cancelled (within a stop, no longer than the
+# stop's deadline).
 CANCEL_TIMEOUT = 10.0
+
+T = TypeVar("T")
 
 
 def new_node_id() -> str:
@@ -165,35 +170,78 @@ class Node:
 
     async def stop(self, timeout: float | None = None) -> None:
         """Stop gracefully: no new claims, running jobs get `timeout` seconds (default
-        `shutdown_timeout`), the rest return to the queue at once without using an attempt."""
+        `shutdown_timeout`), the rest return to the queue at once without using an attempt.
+
+        Whatever the database does, the stop ends within `timeout` + STOP_WRITES_TIMEOUT
+        seconds: what could not be written by then is left for a rescue, and logged."""
         if not self.started or self._stopping:
             return
         self._stopping = True
         timeout = self.config.shutdown_timeout if timeout is None else timeout
-        await asyncio.gather(*(p.stop(timeout, self._hurry) for p in self.producers.values()))
+        loop = asyncio.get_running_loop()
+        # Every step that needs the database (a claim on its way, the last outcomes, giving
+        # back what was claimed and not run, the lease, the node's row) ends by this.
+        deadline = loop.time() + timeout + STOP_WRITES_TIMEOUT
+        producers = list(self.producers.values())
+        await asyncio.gather(*(p.stop(timeout, self._hurry, deadline) for p in producers))
         for name in list(self._tasks):
             if name.startswith("producer:"):
-                await self._cancel(name)
+                await self._cancel(name, deadline)
         assert self._acker is not None
-        if not await self._acker.flush(ACK_FLUSH_TIMEOUT):
+        written = await self._acker.flush(max(deadline - loop.time(), 0.0))
+        if written:
+            await self._give_back_unrun(producers, deadline)
+        else:
             logger.error(
-                "%d outcome(s) could not be written before shutdown; those jobs will be "
-                "rescued once this node's heartbeat is stale",
+                "node %s: the database did not answer before the stop's deadline; %d "
+                "outcome(s) were not written, and their jobs stay claimed by this node "
+                "until another node rescues them",
+                self.id,
                 self._acker.pending,
             )
         for name in list(self._tasks):
-            await self._cancel(name)
+            await self._cancel(name, deadline)
         if self.leader is not None:
-            await self.leader.resign()
-        try:
-            await self._db(execution.remove_node(self.app.queries, self.id))
-        except (*TRANSIENT, psycopg.Error, OSError) as error:
-            logger.warning("could not deregister node %s: %s", self.id, error)
+            await self._before(deadline, "give up the leader lease", self.leader.resign())
+        await self._before(
+            deadline,
+            "deregister",
+            self._db(execution.remove_node(self.app.queries, self.id)),
+        )
         self.executor.close()
         self.started = False
         self._stopping = False
         self._hurry.clear()
         logger.info("node %s stopped", self.id)
+
+    async def _give_back_unrun(self, producers: list[Producer], deadline: float) -> None:
+        """The last safety net of a stop: jobs still claimed by this node that it does not
+        run go back to the queue, their attempts refunded (none should be left by now)."""
+        running = [job_id for p in producers for job_id, _ in p.running]
+        operation = execution.give_back(self.app.queries, node=self.id, running=running)
+        given = await self._before(deadline, "give back unstarted jobs", self._db(operation))
+        if given:
+            logger.warning(
+                "node %s: gave back %d claimed job(s) that never started", self.id, len(given)
+            )
+        if running:
+            logger.error(
+                "node %s: %d job(s) did not end when interrupted; they stay claimed by this "
+                "node until another node rescues them",
+                self.id,
+                len(running),
+            )
+
+    async def _before(self, deadline: float, what: str, step: Awaitable[T]) -> T | None:
+        """Await a step of the stop that needs the database, until `deadline` at most;
+        None (logged) if the database did not answer in time."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await step
+        except (*TRANSIENT, psycopg.Error, OSError, TimeoutError) as error:
+            reason = str(error) or "the stop's deadline passed"
+            logger.warning("node %s: could not %s: %s", self.id, what, reason)
+            return None
 
     def pause(self, mode: str = "graceful") -> None:
         """Stop claiming on this node. "graceful" lets running jobs finish; "aggressive"
@@ -242,7 +290,9 @@ class Node:
         self.queues.pop(name, None)
         if producer is None:
             return
-        await producer.stop(self.config.shutdown_timeout)
+        timeout = self.config.shutdown_timeout
+        deadline = asyncio.get_running_loop().time() + timeout + STOP_WRITES_TIMEOUT
+        await producer.stop(timeout, deadline=deadline)
         await self._cancel(f"producer:{name}")
 
     def _add_producer(self, name: str, limit: int) -> None:
@@ -387,15 +437,18 @@ class Node:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
 
-    async def _cancel(self, name: str) -> None:
+    async def _cancel(self, name: str, deadline: float | None = None) -> None:
         task = self._tasks.pop(name, None)
         if task is None:
             return
         task.cancel()
         # A component that does not end when cancelled is a bug; it must not hang the stop.
-        _, pending = await asyncio.wait([task], timeout=CANCEL_TIMEOUT)
+        wait = CANCEL_TIMEOUT
+        if deadline is not None:
+            wait = min(wait, max(deadline - asyncio.get_running_loop().time(), 0.1))
+        _, pending = await asyncio.wait([task], timeout=wait)
         if pending:
-            logger.error("component %s did not stop within %ss; left behind", name, CANCEL_TIMEOUT)
+            logger.error("component %s did not stop within %.1fs; left behind", name, wait)
 
 
 def _hook_call(

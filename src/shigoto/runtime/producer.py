@@ -88,6 +88,10 @@ class Producer:
         self._more = True  # there may be claimable jobs: claim at the first free slot
         self._woken = False  # told of new jobs since the last claim began
         self._claiming = True
+        # No claim on its way (cleared while one is): a stop waits for it, since what it
+        # takes must go back to the queue rather than be lost with a cancelled statement.
+        self._claim_settled = asyncio.Event()
+        self._claim_settled.set()
         self._outbox: list[Ack] = []  # outcomes to write with the next claim
 
     @property
@@ -137,6 +141,13 @@ class Producer:
             self._wake.clear()
 
     async def _claim(self) -> None:
+        self._claim_settled.clear()
+        try:
+            await self._claim_once()
+        finally:
+            self._claim_settled.set()
+
+    async def _claim_once(self) -> None:
         wanted = self.free
         acks, self._outbox = self._outbox, []
         self._woken = False
@@ -192,14 +203,20 @@ class Producer:
         task = asyncio.create_task(self._execute(run), name=f"shigoto-job-{job.id}")
         key = (job.id, job.attempt)
         self.running[key] = (task, run)
-        task.add_done_callback(lambda _: self._finished(key))
+        task.add_done_callback(lambda _: self._finished(key, task, run))
 
     async def _results(self, ids: list[int]) -> dict[int, Any]:
         found: dict[int, Any] = await self._db(execution.results_of(self._q, ids))
         return found
 
-    def _finished(self, key: tuple[int, int]) -> None:
+    def _finished(self, key: tuple[int, int], task: asyncio.Task[None], run: JobRun) -> None:
         self.running.pop(key, None)
+        if task.cancelled() and not run.performed:
+            # Cancelled before its first step (a stop or a pause right after the claim):
+            # `_execute` never ran, so its job goes back from here, unstarted.
+            ack = _unstarted(run.job, run.stop_reason)
+            if ack is not None:
+                self._acker.add(ack)
         if self._more:
             self._wake.set()
 
@@ -279,11 +296,18 @@ class Producer:
             tasks.append(task)
         return tasks
 
-    async def stop(self, timeout: float, hurry: asyncio.Event | None = None) -> None:
+    async def stop(
+        self, timeout: float, hurry: asyncio.Event | None = None, deadline: float | None = None
+    ) -> None:
         """Stop claiming; give running jobs `timeout` seconds (cut short when `hurry` is
         set), then interrupt the rest, which go back to the queue at once without using an
-        attempt."""
+        attempt. A claim on its way is waited for until `deadline` (loop time; default
+        `timeout` from now) and what it took goes back unstarted."""
+        loop = asyncio.get_running_loop()
+        if deadline is None:
+            deadline = loop.time() + timeout
         self._claiming = False
+        self._wake.set()
         self.release_held("shutdown")
         jobs = [task for task, _ in self.running.values()]
         if jobs and timeout > 0:
@@ -299,7 +323,17 @@ class Producer:
             logger.info(
                 "queue %s: returning %d unfinished job(s) to the queue", self.queue, len(left)
             )
-            await asyncio.wait(left)
+            # A job that will not end when interrupted must not hold the stop up for ever.
+            await asyncio.wait(left, timeout=max(deadline - loop.time(), 0.1))
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._claim_settled.wait()
+        except TimeoutError:
+            logger.error(
+                "queue %s: a claim was still waiting for the database at the stop's deadline; "
+                "whatever it took stays claimed by this node until it is rescued",
+                self.queue,
+            )
         self._hand_over()
 
 
