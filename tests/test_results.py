@@ -1,5 +1,6 @@
 """Results and waiting: a job's return value is stored; `wait_for` returns the finished job,
-woken by a notification (never by polling), and only waited-for jobs cost a NOTIFY."""
+woken by a notification (never by polling) where it may LISTEN, by polling where it may not,
+and only waited-for jobs cost a NOTIFY."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import psycopg
 import pytest
 
 from shigoto import JobNotFoundError, JobSpec, JobState, Shigoto
+from tests.conftest import FAST, wait_until
 
 
 async def test_wait_for_returns_the_finished_job_with_its_result(fast_app: Shigoto) -> None:
@@ -66,3 +68,60 @@ async def test_jobs_nobody_waits_for_send_no_notification(
             await fast_app.wait_for(job.id, timeout=10)  # marks each, but after it finished
         payloads = [note.payload async for note in listener.notifies(timeout=0.5)]
     assert payloads == [str(waited_for.id)]
+
+
+@pytest.mark.parametrize(
+    ("settings", "listens"),
+    [
+        ({"notifier": False}, False),
+        ({"prepared_statements": False}, False),  # PgBouncer, transaction pooling
+        ({"prepared_statements": False, "listen_dsn": "direct"}, True),
+    ],
+    ids=["notifier off", "transaction pooling", "transaction pooling with listen_dsn"],
+)
+async def test_wait_for_and_the_node_listen_only_where_they_may(
+    dsn: str, schema: str, db, settings: dict[str, object], listens: bool
+) -> None:
+    """With the notifier off, or with prepared statements off (a transaction pooler, where
+    a LISTEN stays with a server connection other clients get next) and no listen_dsn,
+    neither `wait_for` (async and sync) nor the node LISTENs: they poll, and a waiter still
+    returns promptly. With listen_dsn they LISTEN there."""
+    if settings.get("listen_dsn"):
+        settings = {**settings, "listen_dsn": dsn}
+    app = Shigoto(dsn=dsn, schema=schema, **{**FAST, **settings})  # type: ignore[arg-type]
+    try:
+        await app.migrate()
+        job = await app.insert(JobSpec.build("nobody.runs.this", queue="elsewhere"))
+        waiters = [
+            asyncio.create_task(app.wait_for(job.id, timeout=10)),
+            asyncio.create_task(asyncio.to_thread(app.sync.wait_for, job.id, 10)),
+        ]
+
+        async def backends(pattern: str) -> list[object]:
+            cur = await db.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND query LIKE %s",
+                [pattern],
+            )
+            return list(await cur.fetchall())
+
+        # Both waiters have looked at the job (any LISTEN of theirs comes before), each on
+        # its own pool's connection; then a node starts, and its listener, if any, is up.
+        async def both_looked() -> bool:
+            return len(await backends(f"% {schema}.jobs %WHERE id = $1%")) >= 2
+
+        await wait_until(both_looked)
+        await app.start()
+        if app.node is not None and app.node.notifier is not None:
+            await asyncio.wait_for(app.node.notifier.connected.wait(), 10)
+        listening = await backends(f'LISTEN "{schema}.%')
+        # The node's listener and the two waiters', or none at all.
+        assert len(listening) == (3 if listens else 0), listening
+        began = time.monotonic()
+        assert await app.cancel(job.id)
+        for waiter in waiters:
+            assert (await waiter).state is JobState.CANCELLED
+        assert time.monotonic() - began < 2.0
+    finally:
+        await app.stop(timeout=0)
+        await app.close()

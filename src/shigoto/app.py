@@ -107,6 +107,17 @@ class _Facade:
             kwargs["prepare_threshold"] = None  # PgBouncer in transaction pooling mode
         return kwargs
 
+    def _listener_kwargs(self) -> dict[str, Any]:
+        return {**self._connection_kwargs(), "application_name": "shigoto-listener"}
+
+    def _poll_pauses(self) -> Iterator[float]:
+        """How long `wait_for` sleeps between looks where it may not LISTEN: from 10 ms,
+        doubling up to `poll_interval` (a short job is seen soon, a long one costs little)."""
+        pause = min(0.01, self.config.poll_interval)
+        while True:
+            yield pause
+            pause = min(2 * pause, self.config.poll_interval)
+
     @property
     def _utc_session(self) -> bool:
         """Whether a pooled connection is set to UTC (session_utc.sql). Not behind PgBouncer
@@ -435,15 +446,12 @@ class Shigoto(_Facade):
         await asyncio.to_thread(self.sync.close)
 
     async def _connect_listener(self) -> psycopg.AsyncConnection[Any]:
-        """A dedicated connection for LISTEN: `listen_dsn` (past PgBouncer) or the DSN."""
+        """A dedicated connection for LISTEN: `listen_dsn` (past PgBouncer) or the DSN; only
+        where `config.listens`."""
         dsn = self.config.listen_dsn
         if not dsn:
             dsn = await asyncio.to_thread(self._dsn)
-        kwargs: dict[str, Any] = {
-            **self._connection_kwargs(),
-            "application_name": "shigoto-listener",
-        }
-        return await psycopg.AsyncConnection.connect(dsn, **kwargs)
+        return await psycopg.AsyncConnection.connect(dsn, **self._listener_kwargs())
 
     # -- running jobs ----------------------------------------------------------------------
 
@@ -495,9 +503,10 @@ class Shigoto(_Facade):
         if limit is not None:
             check.integer(limit, "limit", (1, 10_000))
         if everywhere:
-            if not self.config.notifier:
+            if not self.config.listens:
                 raise ConfigurationError(
-                    "everywhere: needs the notifier (LISTEN/NOTIFY); it is turned off"
+                    "everywhere: needs the notifier (LISTEN/NOTIFY); it is turned off, or "
+                    "prepared statements are off and there is no listen_dsn"
                 )
             await self._run(
                 store.signal(self.queries, {"action": "queue", "queue": name, "limit": limit})
@@ -723,23 +732,33 @@ class Shigoto(_Facade):
         job.state, job.result
 
         Woken by a notification when the job ends (LISTEN on a connection of its own, no
-        polling); raises `TimeoutError` after `timeout` seconds and `JobNotFoundError` if
-        there is no such job.
+        polling), or, where shigoto may not LISTEN (`notifier=False`, or prepared statements
+        off without `listen_dsn`), by a look at growing intervals up to `poll_interval`.
+        Raises `TimeoutError` after `timeout` seconds and `JobNotFoundError` if there is no
+        such job.
         """
         check.integer(job_id, "job_id", (1, 2**63 - 1))
         if timeout is not None:
             check.seconds(timeout, "timeout")
-        async with asyncio.timeout(timeout):
-            async with await self._connect_listener() as listener:
+        async with asyncio.timeout(timeout), contextlib.AsyncExitStack() as stack:
+            listener = None
+            if self.config.listens:
+                listener = await stack.enter_async_context(await self._connect_listener())
                 await run_async(listener, store.listen_finished(self.queries))
                 job = await self._run(store.await_job(self.queries, job_id))
-                while job is not None and not job.state.is_final:
+            else:
+                job = await self.get_job(job_id)
+            pauses = self._poll_pauses()
+            while job is not None and not job.state.is_final:
+                if listener is None:
+                    await asyncio.sleep(next(pauses))
+                else:
                     # The notification, or a look every RECHECK seconds in case the listener
                     # missed it (a reconnect drops notifications).
                     async for note in listener.notifies(timeout=RECHECK):
                         if note.payload == str(job_id):
                             break
-                    job = await self.get_job(job_id)
+                job = await self.get_job(job_id)
         if job is None:
             raise JobNotFoundError(job_id)
         return job
@@ -994,17 +1013,27 @@ class SyncShigoto(_Facade):
         """`Shigoto.wait_for` for code that is not async (blocks the calling thread)."""
         check.integer(job_id, "job_id", (1, 2**63 - 1))
         deadline = None if timeout is None else time.monotonic() + check.seconds(timeout, "timeout")
-        kwargs = {**self._connection_kwargs(), "application_name": "shigoto-listener"}
-        with psycopg.connect(self.config.listen_dsn or self._dsn(), **kwargs) as listener:
-            run_sync(listener, store.listen_finished(self.queries))
-            job = self._run(store.await_job(self.queries, job_id))
+        with contextlib.ExitStack() as stack:
+            listener = None
+            if self.config.listens:
+                dsn = self.config.listen_dsn or self._dsn()
+                listener = stack.enter_context(psycopg.connect(dsn, **self._listener_kwargs()))
+                run_sync(listener, store.listen_finished(self.queries))
+                job = self._run(store.await_job(self.queries, job_id))
+            else:
+                job = self.get_job(job_id)
+            pauses = self._poll_pauses()
             while job is not None and not job.state.is_final:
-                wait = RECHECK if deadline is None else min(RECHECK, deadline - time.monotonic())
+                pause = RECHECK if listener is not None else next(pauses)
+                wait = pause if deadline is None else min(pause, deadline - time.monotonic())
                 if wait <= 0:
                     raise TimeoutError(f"job {job_id} did not finish within {timeout}s")
-                for note in listener.notifies(timeout=wait):
-                    if note.payload == str(job_id):
-                        break
+                if listener is None:
+                    time.sleep(wait)
+                else:
+                    for note in listener.notifies(timeout=wait):
+                        if note.payload == str(job_id):
+                            break
                 job = self.get_job(job_id)
         if job is None:
             raise JobNotFoundError(job_id)

@@ -97,10 +97,12 @@ class Config:
         (0). For many short jobs: fewer, bigger claims. A prefetched job is claimed
         (`executing`), so no other node takes it; it returns to the queue, its attempt
         unused, if this node stops or pauses first.
-    prepared_statements: turn off behind PgBouncer in transaction pooling mode (the pools'
-        connections then also keep the server's time zone rather than set theirs to UTC).
-    notifier: LISTEN for new jobs and signals; off behind PgBouncer without `listen_dsn`
-        (nodes then poll every `poll_interval`).
+    prepared_statements: turn off behind PgBouncer in transaction pooling mode. Off, `dsn`
+        carries no session state: no prepared statements, no session time zone (the pools'
+        connections keep the server's rather than set UTC), and no LISTEN (only
+        `listen_dsn` is listened on; without it nodes and `wait_for` poll).
+    notifier: LISTEN for new jobs, signals and finished jobs (`wait_for`); off, nodes poll
+        every `poll_interval` and `wait_for` polls too.
     listen_dsn: a direct connection for LISTEN when `dsn` goes through PgBouncer.
     heartbeat_interval: seconds between a node's heartbeats.
     rescue_after: a node silent this long is dead and its jobs are rescued
@@ -203,6 +205,13 @@ class Config:
         object.__setattr__(self, "queue_weights", dict(self.queue_weights))
         object.__setattr__(self, "fair_queues", tuple(self.fair_queues))
         object.__setattr__(self, "cron", tuple(tuple(entry) for entry in self.cron))
+
+    @property
+    def listens(self) -> bool:
+        """Whether shigoto LISTENs (a node's notifier, `wait_for`): with `notifier` on, on
+        `listen_dsn`, or on `dsn` unless prepared statements are off. A transaction pooler
+        would leave a LISTEN on a server connection that other clients get next."""
+        return self.notifier and (bool(self.listen_dsn) or self.prepared_statements)
 
     @property
     def node_timeout(self) -> float:

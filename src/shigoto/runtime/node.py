@@ -7,8 +7,8 @@ gracefully.
     await node.stop()       # stop claiming, let jobs finish, return the rest, deregister
 
 Components (each an asyncio task, restarted with backoff if it crashes, never taking the
-node down): one producer per queue, the acker, the stager, the lifeline and, unless turned
-off, the notifier.
+node down): one producer per queue, the acker, the stager, the lifeline and, where it may
+LISTEN (`Config.listens`), the notifier.
 """
 
 from __future__ import annotations
@@ -155,7 +155,13 @@ class Node:
                 interval=self.config.vacuum_interval,
             )
             self._spawn("vacuumer", self.vacuumer.run)
-        if self.config.notifier:
+        if self.config.notifier and not self.config.listens:
+            logger.warning(
+                "not listening for new jobs: prepared statements are off (a transaction "
+                "pooler such as PgBouncer) and listen_dsn is unset, so queues poll every "
+                "poll_interval; set listen_dsn to a direct connection, or notifier=False"
+            )
+        if self.config.listens:
             self.notifier = Notifier(
                 connect=self._listen_connection,
                 db=self._db,
