@@ -1,6 +1,8 @@
 """Fixtures: every test gets its own schema on a real PostgreSQL.
 
 The server is the embedded one (database `shigoto_test`), or `SHIGOTO_TEST_DSN` when set.
+With `SHIGOTO_TEST_PGBOUNCER` (set by `python -m tests.pgbouncer`), the apps and nodes the
+tests make connect through PgBouncer in transaction pooling mode (see `app_settings`).
 """
 
 from __future__ import annotations
@@ -46,10 +48,30 @@ def _embedded_test_dsn() -> str:
     return psycopg.conninfo.make_conninfo(admin_dsn, dbname=TEST_DATABASE)
 
 
+def database_dsn() -> str:
+    """The DSN of the test database, straight to the server."""
+    return os.environ.get("SHIGOTO_TEST_DSN") or _embedded_test_dsn()
+
+
+PGBOUNCER = os.environ.get("SHIGOTO_TEST_PGBOUNCER")
+
+
+def app_settings(dsn: str) -> dict[str, Any]:
+    """How the tests' apps and nodes connect: to `dsn`, or, in the PgBouncer run, as a
+    deployment behind PgBouncer in transaction pooling mode does (docs/running-jobs.md).
+
+        app = Shigoto(**app_settings(dsn), schema=schema, poll_interval=60)
+    """
+    if not PGBOUNCER:
+        return {"dsn": dsn}
+    return {"dsn": PGBOUNCER, "prepared_statements": False, "listen_dsn": dsn}
+
+
 @pytest.fixture(scope="session")
 def dsn() -> str:
-    """The DSN of the test database."""
-    return os.environ.get("SHIGOTO_TEST_DSN") or _embedded_test_dsn()
+    """The DSN of the test database, straight to the server: for looking at it directly
+    (apps connect with `app_settings(dsn)`)."""
+    return database_dsn()
 
 
 @pytest.fixture
@@ -64,7 +86,7 @@ def schema(dsn: str) -> Iterator[str]:
 @pytest.fixture
 async def app(dsn: str, schema: str) -> AsyncIterator[Shigoto]:
     """A migrated app on this test's schema."""
-    shigoto = Shigoto(dsn=dsn, schema=schema)
+    shigoto = Shigoto(**app_settings(dsn), schema=schema)
     await shigoto.migrate()
     yield shigoto
     await shigoto.close()
@@ -106,7 +128,7 @@ FAST = {
 @pytest.fixture
 async def fast_app(dsn: str, schema: str) -> AsyncIterator[Shigoto]:
     """A migrated app with short intervals, for tests that run a node."""
-    shigoto = Shigoto(dsn=dsn, schema=schema, **FAST)  # type: ignore[arg-type]
+    shigoto = Shigoto(**app_settings(dsn), schema=schema, **FAST)
     await shigoto.migrate()
     yield shigoto
     await shigoto.stop(timeout=0)
@@ -145,12 +167,10 @@ def start_node(
     queues: str = "default=10",
     **settings: object,
 ) -> subprocess.Popen[bytes]:
-    chosen = {**FAST, **settings}
+    chosen = {**FAST, **app_settings(dsn), **settings, "schema": schema}
     environment = {
         **os.environ,
         **{f"SHIGOTO_{k.upper()}": str(v) for k, v in chosen.items()},
-        "SHIGOTO_DSN": dsn,
-        "SHIGOTO_SCHEMA": schema,
         "PYTHONPATH": str(ROOT),
     }
     process = subprocess.Popen(

@@ -12,7 +12,7 @@ from psycopg import sql
 
 from shigoto import Discard, InvalidJobError, JobSpec, JobState, Shigoto
 from shigoto.batches import Batch
-from tests.conftest import FAST, wait_until
+from tests.conftest import FAST, app_settings, wait_until
 
 
 def _register(app: Shigoto, summaries: list[dict[str, Any]]) -> None:
@@ -32,7 +32,7 @@ def _register(app: Shigoto, summaries: list[dict[str, Any]]) -> None:
 @pytest.fixture
 async def two_nodes(dsn: str, schema: str) -> AsyncIterator[tuple[list[Shigoto], list[dict]]]:
     summaries: list[dict[str, Any]] = []
-    apps = [Shigoto(dsn=dsn, schema=schema, **FAST) for _ in range(2)]  # type: ignore[arg-type]
+    apps = [Shigoto(**app_settings(dsn), schema=schema, **FAST) for _ in range(2)]  # type: ignore[arg-type]
     for app in apps:
         _register(app, summaries)
     await apps[0].migrate()

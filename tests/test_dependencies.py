@@ -19,7 +19,7 @@ from shigoto import (
     Shigoto,
     dependency_results,
 )
-from tests.conftest import FAST, wait_until
+from tests.conftest import FAST, app_settings, wait_until
 
 
 async def _final(app: Shigoto, job_id: int) -> Job:
@@ -42,7 +42,7 @@ def _register(app: Shigoto) -> None:
 
 @pytest.fixture
 async def two_nodes(dsn: str, schema: str) -> AsyncIterator[list[Shigoto]]:
-    apps = [Shigoto(dsn=dsn, schema=schema, **FAST) for _ in range(2)]  # type: ignore[arg-type]
+    apps = [Shigoto(**app_settings(dsn), schema=schema, **FAST) for _ in range(2)]  # type: ignore[arg-type]
     for app in apps:
         _register(app)
     await apps[0].migrate()
@@ -146,7 +146,7 @@ async def test_dependents_are_released_as_soon_as_their_dependencies_finish(
     dsn: str, schema: str
 ) -> None:
     # The stager's pass comes every 30 s here: only the node's own nudge can be this quick.
-    app = Shigoto(dsn=dsn, schema=schema, **{**FAST, "stage_interval": 30.0})  # type: ignore[arg-type]
+    app = Shigoto(**app_settings(dsn), schema=schema, **{**FAST, "stage_interval": 30.0})  # type: ignore[arg-type]
     _register(app)
     await app.migrate()
     chain = [JobSpec.build("step", {"name": "0"})]

@@ -29,7 +29,7 @@ from shigoto import (
     report_progress,
 )
 from shigoto.db import execution
-from tests.conftest import FAST, wait_until
+from tests.conftest import FAST, app_settings, wait_until
 
 
 async def _state(app: Shigoto, job_id: int) -> JobState | None:
@@ -400,7 +400,7 @@ async def test_cancelling_a_running_job_interrupts_it(fast_app: Shigoto) -> None
 
 
 async def test_an_insert_wakes_an_idle_node_without_polling(dsn: str, schema: str) -> None:
-    app = Shigoto(dsn=dsn, schema=schema, poll_interval=60, stage_interval=60)
+    app = Shigoto(**app_settings(dsn), schema=schema, poll_interval=60, stage_interval=60)
     await app.migrate()
     started = asyncio.Event()
 
@@ -423,7 +423,7 @@ async def test_an_insert_wakes_an_idle_node_without_polling(dsn: str, schema: st
 async def test_the_listener_reconnects_after_its_connection_is_killed(
     dsn: str, schema: str, db
 ) -> None:
-    app = Shigoto(dsn=dsn, schema=schema, poll_interval=60, stage_interval=60)
+    app = Shigoto(**app_settings(dsn), schema=schema, poll_interval=60, stage_interval=60)
     await app.migrate()
     seen: list[int] = []
     arrived = asyncio.Event()
@@ -581,7 +581,9 @@ async def test_a_listener_that_dies_silently_is_found_by_the_probe(
 ) -> None:
     """A frozen backend keeps its connection open but delivers nothing (like a connection a
     NAT dropped without a reset). Only the NOTIFY round-trip probe can tell."""
-    app = Shigoto(dsn=dsn, schema=schema, poll_interval=60, stage_interval=60, probe_interval=0.5)
+    app = Shigoto(
+        **app_settings(dsn), schema=schema, poll_interval=60, stage_interval=60, probe_interval=0.5
+    )
     await app.migrate()
     arrived = asyncio.Event()
 
@@ -664,7 +666,7 @@ async def test_a_cancel_the_node_did_not_hear_still_stops_the_job(dsn: str, sche
     no listener at all) is lost; the lifeline's audit still stops the job."""
     from tests.conftest import FAST
 
-    app = Shigoto(dsn=dsn, schema=schema, **{**FAST, "notifier": False})  # type: ignore[arg-type]
+    app = Shigoto(**app_settings(dsn), schema=schema, **{**FAST, "notifier": False})  # type: ignore[arg-type]
     await app.migrate()
     started = asyncio.Event()
     stopped = asyncio.Event()
@@ -849,7 +851,7 @@ async def test_a_job_announced_while_a_claim_runs_is_not_left_for_the_poll(
 ) -> None:
     """An insert committed after a running claim took its snapshot is not in what that
     claim returns; its notification, which came meanwhile, must still bring a claim."""
-    app = Shigoto(dsn=dsn, schema=schema, **{**FAST, "poll_interval": 30.0})  # type: ignore[arg-type]
+    app = Shigoto(**app_settings(dsn), schema=schema, **{**FAST, "poll_interval": 30.0})  # type: ignore[arg-type]
     await app.migrate()
     started: dict[int, float] = {}
 

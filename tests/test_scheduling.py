@@ -24,7 +24,7 @@ from shigoto import (
 from shigoto.db import scheduling
 from shigoto.runtime.leader import Leader
 from shigoto.runtime.scheduler import Scheduler
-from tests.conftest import FAST, start_node, wait_until
+from tests.conftest import FAST, app_settings, start_node, wait_until
 
 
 async def _fired(db, schema: str, name: str) -> list[datetime]:
@@ -188,7 +188,7 @@ async def test_declared_schedules_are_saved_at_start_and_unknown_workers_reporte
     dsn: str, schema: str, caplog
 ) -> None:
     app = Shigoto(
-        dsn=dsn,
+        **app_settings(dsn),
         schema=schema,
         cron=[("nightly", "0 3 * * *", "cleanup", {"days": 7}, {"catch_up": "latest"})],
         **FAST,  # type: ignore[arg-type]
