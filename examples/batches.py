@@ -10,7 +10,7 @@ from typing import Any
 
 from shigoto import Batch, Discard, Shigoto
 
-app = Shigoto(queues={"default": 5})
+app = Shigoto(schema="example_batches", queues={"default": 5})
 reports: list[str] = []
 
 
@@ -51,6 +51,9 @@ async def main() -> None:
     print(f"batch {batch.id} of {batch.total} jobs:")
     for line in sorted(reports):
         print(" ", line)
+    async with app.connection() as conn:  # leave nothing behind: jobs, schedules, tables
+        await conn.execute("DROP SCHEMA example_batches CASCADE")
+    await app.close()
 
 
 if __name__ == "__main__":

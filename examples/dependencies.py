@@ -9,7 +9,7 @@ import asyncio
 
 from shigoto import Shigoto, dependency_results
 
-app = Shigoto(queues={"default": 4})
+app = Shigoto(schema="example_dependencies", queues={"default": 4})
 
 
 @app.worker(name="pipeline.fetch")
@@ -40,6 +40,9 @@ async def main() -> None:
     async with app:
         done = await app.wait_for(jobs[-1].id, timeout=30)
     print(done.state, "->", done.result)
+    async with app.connection() as conn:  # leave nothing behind: jobs, schedules, tables
+        await conn.execute("DROP SCHEMA example_dependencies CASCADE")
+    await app.close()
 
 
 if __name__ == "__main__":

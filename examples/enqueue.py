@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from shigoto import InvalidJobError, Shigoto
 
-app = Shigoto()
+app = Shigoto(schema="example_enqueue")  # a schema of its own, dropped at the end
 
 
 @app.worker(name="emails.send", queue="emails", max_attempts=5, tags=["email"])
@@ -67,6 +67,8 @@ async def main() -> None:
     status = await app.status()
     for name, queue in sorted(status.queues.items()):
         print(name, {state.value: count for state, count in queue.counts.items()})
+    async with app.connection() as conn:  # leave nothing behind: jobs, schedules, tables
+        await conn.execute("DROP SCHEMA example_enqueue CASCADE")
     await app.close()
 
 

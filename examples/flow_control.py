@@ -9,7 +9,9 @@ import asyncio
 
 from shigoto import JobState, Shigoto
 
-app = Shigoto(queues={"imports": 4, "emails": 2}, fair_queues=("imports",))
+app = Shigoto(
+    schema="example_flow_control", queues={"imports": 4, "emails": 2}, fair_queues=("imports",)
+)
 order: list[str] = []
 
 
@@ -55,6 +57,9 @@ async def main() -> None:
         await app.resume_job(held.id)
         await wait_for(held.id, JobState.COMPLETED)
         print("after resume_job: sent too")
+    async with app.connection() as conn:  # leave nothing behind: jobs, schedules, tables
+        await conn.execute("DROP SCHEMA example_flow_control CASCADE")
+    await app.close()
 
 
 if __name__ == "__main__":

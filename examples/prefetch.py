@@ -13,7 +13,7 @@ import time
 
 from shigoto import Shigoto
 
-app = Shigoto(queues={"default": 10}, prefetch=40)
+app = Shigoto(schema="example_prefetch", queues={"default": 10}, prefetch=40)
 TOTAL = 5_000
 running = peak = done = 0
 all_done = asyncio.Event()
@@ -39,6 +39,9 @@ async def main() -> None:
         await asyncio.wait_for(all_done.wait(), 60)
     seconds = time.perf_counter() - began
     print(f"{TOTAL} jobs in {seconds:.2f}s; at most {peak} ran at once")
+    async with app.connection() as conn:  # leave nothing behind: jobs, schedules, tables
+        await conn.execute("DROP SCHEMA example_prefetch CASCADE")
+    await app.close()
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ from shigoto import JobSpec, Shigoto
 
 # Finished jobs are archived one second after they finished (the default is 14 days); the
 # leader vacuums `jobs` once 20,000 dead row versions pile up (the default is 5,000).
-app = Shigoto(prune_after=1.0, archive_retention=30 * 86400, vacuum_after=20_000)
+app = Shigoto(
+    schema="example_pruning", prune_after=1.0, archive_retention=30 * 86400, vacuum_after=20_000
+)
 
 
 @app.worker(name="report.build")
@@ -29,6 +31,9 @@ async def main() -> None:
     print("would archive, would delete:", await app.prune(dry_run=True))
     print("archived, deleted:", await app.prune())
     print("still in jobs:", [await app.get_job(job.id) for job in jobs])
+    async with app.connection() as conn:  # leave nothing behind: jobs, schedules, tables
+        await conn.execute("DROP SCHEMA example_pruning CASCADE")
+    await app.close()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import asyncio
 from shigoto import Cron, Every, Shigoto
 
 app = Shigoto(
+    schema="example_scheduling",
     cron=[("nightly-cleanup", Cron("0 3 * * *", tz="Europe/Berlin"), "cleanup", {"days": 7})],
     leader_lease=2.0,  # a quick election for the demo (default 15 s)
 )
@@ -40,6 +41,9 @@ async def main() -> None:
             print(f"{entry.name:16} {entry.schedule!r:42} next {entry.next_fire_at:%H:%M:%S}")
     print(f"'heartbeat' ran {len(ticks)} times")
     await app.unschedule("heartbeat")
+    async with app.connection() as conn:  # leave nothing behind: jobs, schedules, tables
+        await conn.execute("DROP SCHEMA example_scheduling CASCADE")
+    await app.close()
 
 
 if __name__ == "__main__":

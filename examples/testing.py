@@ -13,7 +13,7 @@ import asyncio
 from shigoto import Shigoto
 from shigoto.testing import inline, manual
 
-app = Shigoto()
+app = Shigoto(schema="example_testing")  # a schema of its own, dropped at the end
 sent: list[str] = []
 
 
@@ -49,6 +49,8 @@ async def main() -> None:
     counts = await app.drain_queue("emails")
     assert counts["completed"] == 1 and sent[-1] == "cy@example.com"
     print("manual, inline and drain_queue all saw the welcome email:", counts)
+    async with app.connection() as conn:  # leave nothing behind: jobs, schedules, tables
+        await conn.execute("DROP SCHEMA example_testing CASCADE")
     await app.close()
 
 

@@ -9,7 +9,7 @@ import asyncio
 
 from shigoto import Shigoto, Unique
 
-app = Shigoto()
+app = Shigoto(schema="example_unique")  # a schema of its own, dropped at the end
 
 
 @app.worker(name="accounts.refresh", unique=Unique(keys=["worker", "args.account"]))
@@ -33,8 +33,9 @@ async def main() -> None:
     first = await reindex.enqueue({"changes": 1})
     last = await reindex.enqueue({"changes": 5})
     print("same job:", last.id == first.id, "| args now:", last.args, "| state:", last.state)
-    for job in {job.id: job for job in [*jobs, first]}.values():
-        await app.cancel(job.id)  # tidy up: this example runs no node
+    async with app.connection() as conn:  # leave nothing behind: jobs, schedules, tables
+        await conn.execute("DROP SCHEMA example_unique CASCADE")
+    await app.close()
 
 
 if __name__ == "__main__":

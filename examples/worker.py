@@ -13,7 +13,7 @@ import random
 
 from shigoto import Discard, RetryAfter, Shigoto, Snooze, current_job, report_progress
 
-app = Shigoto(queues={"default": 10, "emails": 5}, stage_interval=0.2)
+app = Shigoto(schema="example_worker", queues={"default": 10, "emails": 5}, stage_interval=0.2)
 
 
 @app.worker(name="emails.send", queue="emails", max_attempts=5, backoff=lambda n, e: 0.5 * n)
@@ -58,6 +58,9 @@ async def main() -> None:
                 await asyncio.sleep(0.1)
             last_error = final.errors[-1]["message"] if final.errors else ""
             print(f"{final.worker:14} {final.state:10} attempts={final.attempt} {last_error}")
+    async with app.connection() as conn:  # leave nothing behind: jobs, schedules, tables
+        await conn.execute("DROP SCHEMA example_worker CASCADE")
+    await app.close()
 
 
 if __name__ == "__main__":
