@@ -80,12 +80,13 @@ async def test_jobs_nobody_waits_for_send_no_notification(
     ids=["notifier off", "transaction pooling", "transaction pooling with listen_dsn"],
 )
 async def test_wait_for_and_the_node_listen_only_where_they_may(
-    dsn: str, schema: str, db, settings: dict[str, object], listens: bool
+    dsn: str, schema: str, db, caplog, settings: dict[str, object], listens: bool
 ) -> None:
     """With the notifier off, or with prepared statements off (a transaction pooler, where
     a LISTEN stays with a server connection other clients get next) and no listen_dsn,
     neither `wait_for` (async and sync) nor the node LISTENs: they poll, and a waiter still
-    returns promptly. With listen_dsn they LISTEN there."""
+    returns promptly; a node that would have listened says so. With listen_dsn they LISTEN
+    there."""
     if settings.get("listen_dsn"):
         settings = {**settings, "listen_dsn": dsn}
     app = Shigoto(dsn=dsn, schema=schema, **{**FAST, **settings})  # type: ignore[arg-type]
@@ -114,6 +115,8 @@ async def test_wait_for_and_the_node_listen_only_where_they_may(
         await app.start()
         if app.node is not None and app.node.notifier is not None:
             await asyncio.wait_for(app.node.notifier.connected.wait(), 10)
+        warned = "not listening for new jobs" in caplog.text
+        assert warned == (settings == {"prepared_statements": False})
         listening = await backends(f'LISTEN "{schema}.%')
         # The node's listener and the two waiters', or none at all.
         assert len(listening) == (3 if listens else 0), listening
