@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from psycopg import sql
@@ -63,17 +64,31 @@ def runs_file(schema: str) -> Path:
     return Path(tempfile.gettempdir()) / f"shigoto-{schema}.runs"
 
 
-@app.worker(name="ledger.blink")
-async def blink() -> None:
-    """A 1 ms job, for draining a backlog; its runs go to a file (a write, no statement)."""
+def note(event: str) -> None:
+    """Append "job_id attempt event time" to `runs_file`: one small write, so whole lines
+    even from two processes; no statement, so cheap and fine in a thread."""
     job = current_job()
-    line = f"{job.id} {job.attempt}\n".encode()
+    line = f"{job.id} {job.attempt} {event} {time.time()!r}\n".encode()
     descriptor = os.open(runs_file(app.config.schema), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
-        os.write(descriptor, line)  # one small append: whole lines, even from two processes
+        os.write(descriptor, line)
     finally:
         os.close(descriptor)
+
+
+@app.worker(name="ledger.blink")
+async def blink() -> None:
+    """A 1 ms job, for draining a backlog; its runs go to the runs file."""
+    note("start")
     await asyncio.sleep(0.001)
+
+
+@app.worker(name="ledger.stuck", timeout=0.5, backoff=lambda attempt, error: 0)
+def stuck(seconds: float) -> None:
+    """A plain function that sleeps past its timeout (a thread cannot be interrupted)."""
+    note("start")
+    time.sleep(seconds)
+    note("end")
 
 
 @app.worker(name="ledger.nap")

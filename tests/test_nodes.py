@@ -177,3 +177,56 @@ async def test_a_graceful_stop_under_a_backlog_leaves_no_job_executing(
             assert await _nodes(app, schema) == 0
     finally:
         runs.unlink(missing_ok=True)
+
+
+def _runs(schema: str) -> dict[tuple[int, int], dict[str, float]]:
+    """The runs file of `tests.nodeapp`: {(job id, attempt): {"start": t, "end": t}}."""
+    runs: dict[tuple[int, int], dict[str, float]] = {}
+    for line in runs_file(schema).read_text().splitlines():
+        job_id, attempt, event, at = line.split()
+        runs.setdefault((int(job_id), int(attempt)), {})[event] = float(at)
+    return runs
+
+
+async def test_a_sync_job_past_its_timeout_keeps_its_slot_until_its_thread_returns(
+    app: Shigoto, nodes, dsn: str, schema: str
+) -> None:
+    """A plain function cannot be interrupted: a run past its timeout is a failure, but it
+    holds its slot, and its job stays executing, until the function returns, so its retry
+    never overlaps it. The deadline starts when a thread starts the function: jobs that
+    wait for a thread do not time out while waiting."""
+    runs_file(schema).unlink(missing_ok=True)
+    slow = await app.insert(spec("ledger.stuck", {"seconds": 2.5}, max_attempts=2))  # timeout 0.5 s
+    quick = await app.insert_all([spec("ledger.stuck", {"seconds": 0.3}) for _ in range(6)])
+    try:
+        start_node(nodes, dsn, schema, queues="default=2")
+
+        async def all_ended() -> bool:
+            jobs = [await app.get_job(job.id) for job in [slow, *quick]]
+            return all(job is not None and job.state.is_final for job in jobs)
+
+        await wait_until(all_ended, timeout=60, every=0.1)
+        runs = _runs(schema)
+    finally:
+        runs_file(schema).unlink(missing_ok=True)
+    failed = await app.get_job(slow.id)
+    assert failed is not None and failed.state is JobState.DISCARDED
+    assert [(e["error"], e["message"]) for e in failed.errors] == [
+        ("TimeoutError", "timed out after 0.5s")
+    ] * 2
+    first, second = runs[(slow.id, 1)], runs[(slow.id, 2)]
+    assert "end" in first, f"the job ended while its first run was still going: {runs}"
+    assert second["start"] >= first["end"]  # the retry waited for the first thread
+    ran_for = (failed.discarded_at - failed.attempted_at).total_seconds()  # type: ignore[operator]
+    assert ran_for >= 2.4  # written when its thread returned, not at the deadline
+    for job in quick:  # none timed out waiting for a thread
+        done = await app.get_job(job.id)
+        assert done is not None and (done.state, done.errors) == (JobState.COMPLETED, [])
+    # Never more runs at once than the queue's 2 slots, counting the overdue ones.
+    moments = sorted(
+        [(run["start"], 1) for run in runs.values()] + [(run["end"], -1) for run in runs.values()]
+    )
+    busy = 0
+    for _, change in moments:
+        busy += change
+        assert busy <= 2, runs

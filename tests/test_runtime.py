@@ -209,8 +209,9 @@ async def test_outcomes(fast_app: Shigoto) -> None:
 
 async def test_each_job_is_stopped_at_its_own_timeout(fast_app: Shigoto) -> None:
     """Jobs with different timeouts side by side: each is stopped at its own deadline,
-    whatever order they started in; a plain function is given up on at its deadline too;
-    a TimeoutError a job raises itself is its own failure, not a timeout."""
+    whatever order they started in; a plain function past its deadline fails with the
+    same entry once it returns (a thread cannot be interrupted); a TimeoutError a job
+    raises itself is its own failure, not a timeout."""
 
     @fast_app.worker(name="patient", timeout=30, max_attempts=1)
     async def patient() -> str:
@@ -241,12 +242,43 @@ async def test_each_job_is_stopped_at_its_own_timeout(fast_app: Shigoto) -> None
             "TimeoutError",
             "timed out after 0.3s",
         )
-        ran_for = (job.discarded_at - job.attempted_at).total_seconds()  # type: ignore[operator]
-        assert 0.25 < ran_for < 2  # at its deadline: not the patient job's, nor the sleep's end
+    ran_for = (stopped.discarded_at - stopped.attempted_at).total_seconds()  # type: ignore[operator]
+    assert 0.25 < ran_for < 2  # at its deadline: not the patient job's
+    ran_for = (given_up.discarded_at - given_up.attempted_at).total_seconds()  # type: ignore[operator]
+    assert ran_for >= 2.9  # when its thread returned: it held its job until then
     assert (failed.errors[-1]["error"], failed.errors[-1]["message"]) == (
         "TimeoutError",
         "upstream took too long",
     )
+
+
+async def test_a_sync_job_waiting_for_a_thread_does_not_time_out(dsn: str, schema: str) -> None:
+    """A plain function's timeout counts from when a thread starts it: a job queued behind
+    a busy thread (one thread, two slots) runs in full, not failed before it started."""
+    app = Shigoto(dsn=dsn, schema=schema, sync_threads=1, **FAST)  # type: ignore[arg-type]
+    ran: list[str] = []
+
+    @app.worker(name="long", timeout=30)
+    def long() -> None:
+        time.sleep(1.0)
+        ran.append("long")
+
+    @app.worker(name="short", timeout=0.5, max_attempts=1)
+    def short() -> None:
+        time.sleep(0.1)
+        ran.append("short")
+
+    await app.migrate()
+    first = await long.enqueue()
+    second = await short.enqueue()
+    try:
+        await app.start(queues={"default": 2})
+        done = [await _final(app, job.id) for job in (first, second)]
+    finally:
+        await app.stop(timeout=0)
+        await app.close()
+    assert [(job.state, job.errors) for job in done] == [(JobState.COMPLETED, [])] * 2
+    assert ran == ["long", "short"]
 
 
 async def test_failures_retry_until_discarded_with_the_error_history(fast_app: Shigoto) -> None:

@@ -95,7 +95,10 @@ class Executor:
         # The runs under way, by id(run): their deadline (loop time) and task. One alarm,
         # set for the earliest deadline, stops those that overrun: a timer per job (what
         # `asyncio.timeout` costs) was a tenth of a busy node's time.
-        self._deadlines: dict[int, tuple[float, asyncio.Task[Any], JobRun]] = {}
+        # A run in a thread has no task to cancel (None), and no deadline (inf) until a
+        # thread starts it.
+        self._deadlines: dict[int, tuple[float, asyncio.Task[Any] | None, JobRun]] = {}
+        self._waits_for_threads = True  # see abandon_threads
         self._alarm: asyncio.TimerHandle | None = None
         self._in_thread: dict[type[Worker], bool] = {}  # runs_in_thread, asked once per class
 
@@ -129,9 +132,19 @@ class Executor:
         token = context.enter(run)
         task = asyncio.current_task()
         assert task is not None
-        self._watch(run, task, worker_cls.timeout)
+        in_thread = self._in_thread.get(worker_cls)
+        if in_thread is None:
+            in_thread = self._in_thread[worker_cls] = runs_in_thread(worker_cls)
+        if in_thread:
+            # Not due yet: the deadline starts when a thread starts the function.
+            self._deadlines[id(run)] = (math.inf, None, run)
+        else:
+            self._watch(run, task, worker_cls.timeout)
         try:
-            outcome = await self._perform(worker, worker_cls, run)
+            if in_thread:
+                outcome = await self._perform_in_thread(worker, run, task)
+            else:
+                outcome = await self._perform(worker, run)
         except asyncio.CancelledError:
             return self._interrupted(run, worker, task)
         finally:
@@ -145,7 +158,14 @@ class Executor:
             return self._interrupted(run, worker, task)
         return self._ack(worker, job, outcome)
 
-    def _watch(self, run: JobRun, task: asyncio.Task[Any], timeout: float) -> None:
+    def abandon_threads(self) -> None:
+        """From now on, a plain-function run that is interrupted ends at once, its thread
+        left to finish alone (a stopping node: its process is about to exit)."""
+        self._waits_for_threads = False
+
+    def _watch(self, run: JobRun, task: asyncio.Task[Any] | None, timeout: float) -> None:
+        """Stop `run` `timeout` seconds from now: cancel its task, or for a run in a thread
+        (`task` None), which cannot be interrupted, mark it timed out."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         self._deadlines[id(run)] = (deadline, task, run)
@@ -154,31 +174,37 @@ class Executor:
                 self._alarm.cancel()
             self._alarm = loop.call_at(deadline, self._stop_overdue)
 
+    def _thread_started(self, run: JobRun, timeout: float) -> None:
+        entry = self._deadlines.get(id(run))
+        if entry is not None and entry[2] is run:  # (still running: not given up meanwhile)
+            self._watch(run, None, timeout)
+
     def _stop_overdue(self) -> None:
         """The alarm: stop the runs past their deadline; set it again for the next one."""
         loop = asyncio.get_running_loop()
         self._alarm = None
         now = loop.time() + _ALARM_SLACK
-        upcoming = [deadline for deadline, _, _ in self._deadlines.values() if deadline > now]
+        upcoming = [d for d, _, _ in self._deadlines.values() if now < d < math.inf]
         for deadline, task, run in list(self._deadlines.values()):
             if deadline <= now and run.stop_reason is None:
                 run.stop_reason = "timeout"
-                task.cancel()
+                if task is not None:
+                    task.cancel()
+                else:
+                    logger.warning(
+                        "job %s (%s) passed its timeout in a thread, which cannot be "
+                        "interrupted: it fails once the function returns, and holds its "
+                        "slot until then",
+                        run.job.id,
+                        run.job.worker,
+                    )
         if upcoming:
             self._alarm = loop.call_at(min(upcoming), self._stop_overdue)
 
-    async def _perform(self, worker: Worker, worker_cls: type[Worker], run: JobRun) -> object:
+    async def _perform(self, worker: Worker, run: JobRun) -> object:
         """Whatever `perform` returned or raised (as the value)."""
-        job = run.job
         try:
-            in_thread = self._in_thread.get(worker_cls)
-            if in_thread is None:
-                in_thread = self._in_thread[worker_cls] = runs_in_thread(worker_cls)
-            if in_thread:
-                loop = asyncio.get_running_loop()
-                ctx = contextvars.copy_context()
-                return await loop.run_in_executor(self.pool, ctx.run, worker.perform, job)
-            result = worker.perform(job)
+            result = worker.perform(run.job)
             if inspect.isawaitable(result):
                 result = await result
             return result
@@ -186,6 +212,35 @@ class Executor:
             return outcome
         except Exception as error:
             return error
+
+    async def _perform_in_thread(
+        self, worker: Worker, run: JobRun, task: asyncio.Task[Any]
+    ) -> object:
+        """`_perform` for a plain function, in the thread pool. A thread cannot be
+        interrupted, so neither is the run once its thread has started: a cancel, a pause
+        or a fence marks it (`run.stop_reason`) and it ends when the function returns,
+        holding its slot and its job until then; one that had not started yet is dropped
+        from the pool's queue."""
+        loop = asyncio.get_running_loop()
+        ctx = contextvars.copy_context()
+        timeout = type(worker).timeout
+
+        def in_thread() -> object:
+            loop.call_soon_threadsafe(self._thread_started, run, timeout)
+            return worker.perform(run.job)
+
+        call = self.pool.submit(ctx.run, in_thread)
+        while True:
+            try:
+                return await asyncio.wrap_future(call)
+            except asyncio.CancelledError:
+                if call.cancel() or not self._waits_for_threads:
+                    raise  # never started (or given up on): the run ends now
+                task.uncancel()  # it goes on until the function returns
+            except Outcome as outcome:
+                return outcome
+            except Exception as error:
+                return error
 
     def _interrupted(self, run: JobRun, worker: Worker, task: asyncio.Task[Any]) -> Ack | None:
         job = run.job

@@ -188,6 +188,9 @@ class Node:
         # Every step that needs the database (a claim on its way, the last outcomes, giving
         # back what was claimed and not run, the lease, the node's row) ends by this.
         deadline = loop.time() + timeout + STOP_WRITES_TIMEOUT
+        # A sync job still in its thread when the jobs' time is up is given back all the
+        # same (a thread cannot be stopped; the process is about to end).
+        self.executor.abandon_threads()
         producers = list(self.producers.values())
         await asyncio.gather(*(p.stop(timeout, self._hurry, deadline) for p in producers))
         for name in list(self._tasks):
