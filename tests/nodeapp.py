@@ -12,6 +12,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from psycopg import sql
 
@@ -35,15 +36,18 @@ def ledger_table(schema: str) -> sql.Composable:
     return sql.Identifier(schema, "ledger")
 
 
-async def record(event: str) -> None:
+async def record(event: str, conn: Any = None) -> None:
+    """Write `event` for the running job, on `conn` or on a connection from the pool."""
+    if conn is None:
+        async with app.connection() as pooled:
+            return await record(event, pooled)
     job = current_job()
-    async with app.connection() as conn:
-        await conn.execute(
-            sql.SQL(
-                "INSERT INTO {} (job_id, node, attempt, event, pid) VALUES (%s, %s, %s, %s, %s)"
-            ).format(ledger_table(app.config.schema)),
-            [job.id, job.attempted_by, job.attempt, event, os.getpid()],
-        )
+    await conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (job_id, node, attempt, event, pid) VALUES (%s, %s, %s, %s, %s)"
+        ).format(ledger_table(app.config.schema)),
+        [job.id, job.attempted_by, job.attempt, event, os.getpid()],
+    )
 
 
 @app.worker(name="ledger.noop")
@@ -95,3 +99,25 @@ def stuck(seconds: float) -> None:
 async def nap(seconds: float) -> None:
     """Sleeps without touching the database (for a test that stops the server)."""
     await asyncio.sleep(seconds)
+
+
+@app.worker(name="ledger.block")
+async def block(seconds: float, spin: bool = False) -> None:
+    """Holds the event loop: sleeps in `time.sleep`, or spins the CPU, never awaiting."""
+    await record("start")
+    if spin:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            pass
+    else:
+        time.sleep(seconds)
+    await record("end")
+
+
+@app.worker(name="ledger.hold")
+async def hold(seconds: float) -> None:
+    """Holds one of the app's pooled connections for `seconds`."""
+    async with app.connection() as conn:
+        await record("start", conn)
+        await asyncio.sleep(seconds)
+        await record("end", conn)

@@ -30,6 +30,12 @@ def test_vacuum_after_from_the_environment(text: str, expected: int | None) -> N
     assert Config.from_env({"SHIGOTO_VACUUM_AFTER": text}).vacuum_after == expected
 
 
+@pytest.mark.parametrize(("text", "expected"), [("2.5", 2.5), ("off", None), ("none", None)])
+def test_watchdog_threshold_from_the_environment(text: str, expected: float | None) -> None:
+    assert Config.from_env({"SHIGOTO_WATCHDOG_THRESHOLD": text}).watchdog_threshold == expected
+    assert Config().watchdog_threshold == 1.0
+
+
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
@@ -50,6 +56,7 @@ def test_bad_environment_names_the_variable(environ: dict[str, str], message: st
         ({"queues": {"default": 0}}, r"queues\['default'\]: must be between 1 and 10000"),
         ({"queues": {"": 1}}, "queues: must not be empty"),
         ({"poll_interval": 0}, "poll_interval: must be > 0"),
+        ({"watchdog_threshold": 0}, "watchdog_threshold: must be > 0"),
         ({"pool_min_size": 5, "pool_max_size": 2}, "pool_min_size: must not exceed"),
         ({"colour": "blue"}, r"unknown configuration option\(s\): colour"),
     ],

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
@@ -452,6 +453,18 @@ class Shigoto(_Facade):
         if not dsn:
             dsn = await asyncio.to_thread(self._dsn)
         return await psycopg.AsyncConnection.connect(dsn, **self._listener_kwargs())
+
+    def _connect_heartbeat(self, timeout: float) -> psycopg.Connection[Any]:
+        """A node's heartbeat connection: direct (no pool, so no job can hold it), bounded
+        by `timeout` seconds on the client side (a connect timeout, and a TCP user timeout
+        for a server gone silent), which needs no session setting and passes PgBouncer."""
+        kwargs: dict[str, Any] = {
+            **self._connection_kwargs(),
+            "application_name": "shigoto-heartbeat",
+            "connect_timeout": max(2, math.ceil(timeout)),
+            "tcp_user_timeout": int(timeout * 1000),
+        }
+        return psycopg.connect(self._dsn(), **kwargs)
 
     # -- running jobs ----------------------------------------------------------------------
 

@@ -17,6 +17,7 @@
 | SHIGOTO_LISTEN_DSN            | listen_dsn            |
 | SHIGOTO_HEARTBEAT_INTERVAL    | heartbeat_interval    |
 | SHIGOTO_RESCUE_AFTER          | rescue_after          |
+| SHIGOTO_WATCHDOG_THRESHOLD    | watchdog_threshold ("off" turns it off) |
 | SHIGOTO_SHUTDOWN_TIMEOUT      | shutdown_timeout      |
 | SHIGOTO_STAGE_INTERVAL        | stage_interval        |
 | SHIGOTO_LEADER_LEASE          | leader_lease          |
@@ -54,6 +55,10 @@ def _count_or_off(text: str) -> int | None:
     return None if text.strip().lower() in ("", "off", "none") else int(text)
 
 
+def _seconds_or_off(text: str) -> float | None:
+    return None if text.strip().lower() in ("", "off", "none") else float(text)
+
+
 def _flag(text: str) -> bool:
     if text.lower() in {"1", "true", "yes", "on"}:
         return True
@@ -76,6 +81,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "listen_dsn": ("SHIGOTO_LISTEN_DSN", str),
     "heartbeat_interval": ("SHIGOTO_HEARTBEAT_INTERVAL", float),
     "rescue_after": ("SHIGOTO_RESCUE_AFTER", float),
+    "watchdog_threshold": ("SHIGOTO_WATCHDOG_THRESHOLD", _seconds_or_off),
     "shutdown_timeout": ("SHIGOTO_SHUTDOWN_TIMEOUT", float),
     "stage_interval": ("SHIGOTO_STAGE_INTERVAL", float),
     "leader_lease": ("SHIGOTO_LEADER_LEASE", float),
@@ -106,7 +112,12 @@ class Config:
     listen_dsn: a direct connection for LISTEN when `dsn` goes through PgBouncer.
     heartbeat_interval: seconds between a node's heartbeats.
     rescue_after: a node silent this long is dead and its jobs are rescued
-        (default: three heartbeats).
+        (default: three heartbeats). A node's heartbeat runs in a thread of its own, on a
+        connection of its own: a job that blocks the event loop or holds every pooled
+        connection does not silence it.
+    watchdog_threshold: a job (or any code) that holds the node's event loop longer than
+        this many seconds without awaiting is named in a warning under `shigoto.watchdog`
+        (1.0); None turns the watchdog off.
     shutdown_timeout: seconds running jobs get to finish when a node stops; the stop
         ends within this plus 3 s, even when the database does not answer.
     stage_interval: how often due scheduled and retryable jobs are made available.
@@ -143,6 +154,7 @@ class Config:
     listen_dsn: str | None = None
     heartbeat_interval: float = 30.0
     rescue_after: float | None = None
+    watchdog_threshold: float | None = 1.0
     shutdown_timeout: float = 15.0
     stage_interval: float = 1.0
     probe_interval: float = 60.0
@@ -173,6 +185,8 @@ class Config:
             _validate.seconds(self.shutdown_timeout, "shutdown_timeout")
             if self.rescue_after is not None:
                 _validate.seconds(self.rescue_after, "rescue_after", allow_zero=False)
+            if self.watchdog_threshold is not None:
+                _validate.seconds(self.watchdog_threshold, "watchdog_threshold", allow_zero=False)
             if self.sync_threads is not None:
                 _validate.integer(self.sync_threads, "sync_threads", (1, 10_000))
             if self.prune_after is not None:

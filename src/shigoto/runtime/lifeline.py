@@ -1,26 +1,28 @@
-"""Heartbeats and rescue (decision D3): a node proves it is alive by updating its row;
-jobs held by a node whose heartbeat went stale go back to the queue.
+"""Fencing and rescue (decision D3): jobs held by a node whose heartbeat went stale go back
+to the queue, and a node that may have been declared dead stops its own jobs first.
 
-Every `heartbeat_interval` the lifeline refreshes this node's row, stops local jobs this
-node no longer owns (cancelled while its listener was away, say), and rescues the jobs of
-dead nodes. It also protects the promise that a job never runs on two live nodes: if this
-node finds its own row gone (another node declared it dead) or has not managed a heartbeat
-for nearly `node_timeout`, it stops its running jobs itself — they were, or are about to
-be, rescued elsewhere.
+The heartbeat itself beats from a thread of its own (see `heartbeat`). Every
+`heartbeat_interval` the lifeline stops local jobs this node no longer owns (cancelled
+while its listener was away, say) and rescues the jobs of dead nodes. It also protects the
+promise that a job never runs on two live nodes: if this node finds its own row gone
+(another node declared it dead) or the database has not answered its heartbeat for nearly
+`node_timeout`, it stops its running jobs itself — they were, or are about to be, rescued
+elsewhere. A blocked event loop or a starved pool is neither: the heartbeat goes on, so
+nobody rescues this node's jobs and it fences nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from shigoto.db import execution
 from shigoto.db.operations import Operation
 from shigoto.db.queries import Queries
 from shigoto.job import Job
+from shigoto.runtime.heartbeat import Heartbeat
 from shigoto.runtime.retrying import TRANSIENT
 
 logger = logging.getLogger("shigoto.lifeline")
@@ -33,7 +35,7 @@ class Lifeline:
         db: Callable[[Operation[Any]], Awaitable[Any]],
         queries: Queries,
         node_id: str,
-        queues: Callable[[], Mapping[str, int]],
+        heart: Heartbeat,
         interval: float,
         node_timeout: float,
         on_rescued: Callable[[list[Job]], Awaitable[None]],
@@ -43,20 +45,19 @@ class Lifeline:
         self._db = db
         self._q = queries
         self._node = node_id
-        self._queues = queues
+        self._heart = heart
         self._interval = interval
         self._node_timeout = node_timeout
         self._on_rescued = on_rescued
         self._on_fence = on_fence
         self._audit = audit
-        self._last_beat = time.monotonic()
-        self._fenced = False
+        self._fenced = False  # this silence was already fenced
 
     @property
     def healthy(self) -> bool:
-        """Whether this node may claim: a recent heartbeat, so no one is about to declare it
-        dead (a claim made then would be rescued out from under it)."""
-        return not self._fenced and time.monotonic() - self._last_beat < self.fence_after
+        """Whether this node may claim: the database answered a heartbeat recently, so no
+        one is about to declare it dead (a claim made then would be rescued from under it)."""
+        return not self._heart.declared_dead and self._heart.silence < self.fence_after
 
     @property
     def fence_after(self) -> float:
@@ -66,31 +67,26 @@ class Lifeline:
 
     async def run(self) -> None:
         while True:
-            if await self._beat():
+            self.judge()
+            if self.healthy:
                 await self._audit()  # a cancel signal may have been missed
                 await self._rescue()  # only with a fresh heartbeat of our own
             await asyncio.sleep(self._interval)
 
-    async def _beat(self) -> bool:
-        try:
-            # Bounded: a heartbeat stuck waiting for a connection is a missed heartbeat.
-            async with asyncio.timeout(max(self._interval, 1.0)):
-                alive = await self._db(execution.heartbeat(self._q, self._node, self._queues()))
-        except (*TRANSIENT, TimeoutError) as error:
-            silent = time.monotonic() - self._last_beat
-            reason = str(error) or type(error).__name__
-            logger.warning("heartbeat failed (%.0fs since the last one): %s", silent, reason)
-            if silent > self.fence_after and not self._fenced:
-                self._fenced = True
-                self._on_fence(f"no heartbeat for {silent:.0f}s")
-            return False
-        if not alive:
+    def judge(self) -> None:
+        """Fence if this node was declared dead, or if the database has not answered its
+        heartbeat for `fence_after`. Called by the heartbeat's news, and every interval."""
+        if self._heart.declared_dead:
             logger.error("node %s was declared dead by another node; re-registering", self._node)
             self._on_fence("declared dead by another node")
-            await self._db(execution.register_node(self._q, self._node, self._queues(), {}))
-        self._last_beat = time.monotonic()
-        self._fenced = False
-        return True
+            self._heart.rejoin()
+            return
+        silence = self._heart.silence
+        if silence <= self.fence_after:
+            self._fenced = False
+        elif not self._fenced:
+            self._fenced = True
+            self._on_fence(f"the database has not answered a heartbeat for {silence:.1f}s")
 
     async def _rescue(self) -> None:
         try:

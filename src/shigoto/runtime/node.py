@@ -8,7 +8,9 @@ gracefully.
 
 Components (each an asyncio task, restarted with backoff if it crashes, never taking the
 node down): one producer per queue, the acker, the stager, the lifeline and, where it may
-LISTEN (`Config.listens`), the notifier.
+LISTEN (`Config.listens`), the notifier. Two daemon threads stay off the event loop: the
+heartbeat, on a connection of its own, and the watchdog, which names a job that holds the
+loop.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from shigoto.db.operations import Operation
 from shigoto.job import Job, JobState
 from shigoto.runtime.acker import Acker
 from shigoto.runtime.executor import Executor
+from shigoto.runtime.heartbeat import Heartbeat
 from shigoto.runtime.leader import Leader
 from shigoto.runtime.lifeline import Lifeline
 from shigoto.runtime.notifier import Notifier
@@ -41,6 +44,7 @@ from shigoto.runtime.retrying import TRANSIENT
 from shigoto.runtime.scheduler import Scheduler
 from shigoto.runtime.stager import Stager
 from shigoto.runtime.vacuumer import Vacuumer
+from shigoto.runtime.watchdog import Watchdog
 
 if TYPE_CHECKING:
     from shigoto.app import Shigoto
@@ -76,6 +80,8 @@ class Node:
         self._acker: Acker | None = None
         self._stager: Stager | None = None
         self._lifeline: Lifeline | None = None
+        self._heart: Heartbeat | None = None
+        self._watchdog: Watchdog | None = None
         self.notifier: Notifier | None = None
         self.started = False
         self._stopping = False
@@ -90,14 +96,31 @@ class Node:
         if self.started:
             return
         q = self.app.queries
+        meta = {"version": __version__}
         # Registered before anything is claimed: rescue trusts the nodes table (D3).
-        await self._db(execution.register_node(q, self.id, self.queues, {"version": __version__}))
+        await self._db(execution.register_node(q, self.id, self.queues, meta))
         await self.app._declare_schedules()
+        self._heart = Heartbeat(
+            connect=self.app._connect_heartbeat,
+            queries=q,
+            node_id=self.id,
+            queues=self._limits,
+            meta=meta,
+            interval=self.config.heartbeat_interval,
+            on_news=self._heart_news,
+        )
+        self._heart.start()
+        if self.config.watchdog_threshold is not None:
+            self._watchdog = Watchdog(
+                threshold=self.config.watchdog_threshold, describe=self.describe_task
+            )
+            self._watchdog.start()
         try:
             self._start_components()
         except BaseException:
             for name in list(self._tasks):
                 await self._cancel(name)
+            await self._stop_threads()
             raise
         self.started = True
         logger.info(
@@ -120,11 +143,12 @@ class Node:
         for name, limit in self.queues.items():
             self._add_producer(name, limit)
         self._spawn("stager", self._stager.run)
+        assert self._heart is not None
         self._lifeline = Lifeline(
             db=self._db,
             queries=q,
             node_id=self.id,
-            queues=lambda: {name: p.limit for name, p in self.producers.items()},
+            heart=self._heart,
             interval=self.config.heartbeat_interval,
             node_timeout=self.config.node_timeout,
             on_rescued=self._rescued,
@@ -212,6 +236,8 @@ class Node:
             await self._cancel(name, deadline)
         if self.leader is not None:
             await self._before(deadline, "give up the leader lease", self.leader.resign())
+        # No heartbeat may land after the row is gone (one under way gets a second at most).
+        await self._stop_threads(min(max(deadline - loop.time(), 0.0), 1.0))
         await self._before(
             deadline,
             "deregister",
@@ -383,6 +409,34 @@ class Node:
             logger.error("stopping %d running job(s) on node %s: %s", running, self.id, reason)
         for producer in self.producers.values():
             producer.interrupt_all("fenced")
+
+    def _heart_news(self) -> None:
+        if self._lifeline is not None:
+            self._lifeline.judge()
+
+    def _limits(self) -> dict[str, int]:
+        """The queues' limits, for the heartbeat's thread: `list()` copies the producers in
+        one step, where iterating the dict could see it change under the loop's hands."""
+        return {name: producer.limit for name, producer in list(self.producers.items())}
+
+    def describe_task(self, task: asyncio.Task[Any] | None) -> str:
+        """Which job `task` runs, for the watchdog (called from its thread): "job 42
+        (send_email)", or the task's name if it runs no job. Never the job's args."""
+        if task is None:
+            return "code outside any task (a callback)"
+        for producer in list(self.producers.values()):
+            for running, run in list(producer.running.values()):
+                if running is task:
+                    return f"job {run.job.id} ({run.job.worker})"
+        return f"task {task.get_name()!r}"
+
+    async def _stop_threads(self, timeout: float = 1.0) -> None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
+        if self._heart is not None:
+            heart, self._heart = self._heart, None
+            await asyncio.to_thread(heart.stop, timeout)
 
     async def _rescued(self, jobs: list[Job]) -> None:
         for queue in {job.queue for job in jobs if job.state is JobState.AVAILABLE}:

@@ -1,0 +1,119 @@
+"""A job that misbehaves on its node: it blocks the event loop, or holds every pooled
+connection. Its node keeps heartbeating, so nobody rescues the job while it runs, the node
+never fences itself, and the watchdog names the job that held the loop.
+
+Real node processes (`shigoto worker tests.nodeapp:app`), each run recorded in the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import threading
+import time
+from typing import Any
+
+import pytest
+from psycopg import sql
+
+from shigoto import JobSpec, JobState, Shigoto
+from tests.conftest import start_node, wait_until
+
+RESCUE_AFTER = 1.0  # heartbeats every 0.3 s (tests.conftest.FAST)
+
+
+def spec(worker: str, args: dict[str, Any] | None = None) -> JobSpec:
+    return JobSpec.build(worker, args or {})
+
+
+async def _finished(app: Shigoto, job_id: int) -> Any:
+    job = await app.get_job(job_id)
+    return job if job is not None and job.state.is_final else None
+
+
+def _output(processes: list[subprocess.Popen[bytes]]) -> str:
+    """Stop the node processes gracefully and return what they logged."""
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    return "".join(process.communicate(timeout=30)[0].decode() for process in processes)
+
+
+async def _registered(db: Any, schema: str, count: int) -> None:
+    async def enough() -> bool:
+        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, "nodes"))
+        row = await (await db.execute(query)).fetchone()
+        return bool(row and row[0] == count)
+
+    await wait_until(enough, timeout=30, every=0.1)
+
+
+@pytest.mark.parametrize("spin", [False, True], ids=["time.sleep", "busy loop"])
+async def test_a_job_blocking_the_loop_runs_once_and_the_watchdog_names_it(
+    app: Shigoto, ledger, nodes, db, dsn: str, schema: str, spin: bool
+) -> None:
+    first = start_node(nodes, dsn, schema, rescue_after=RESCUE_AFTER)
+    second = start_node(nodes, dsn, schema, rescue_after=RESCUE_AFTER)
+    await _registered(db, schema, 2)
+    seconds = 4 * RESCUE_AFTER
+    job = await app.insert(spec("ledger.block", {"seconds": seconds, "spin": spin}))
+
+    done = await wait_until(lambda: _finished(app, job.id), timeout=60, every=0.1)
+    # Well past the point where the other node would have rescued it, had it looked dead.
+    await asyncio.sleep(2 * RESCUE_AFTER)
+    runs = await ledger("SELECT pid, event FROM {} WHERE job_id = %s ORDER BY at", [job.id])
+    output = _output([first, second])
+
+    assert done.state is JobState.COMPLETED, (done.errors, output)
+    assert (done.attempt, done.errors) == (1, [])
+    assert len(runs) == 2 and [event for _, event in runs] == ["start", "end"], runs
+    assert runs[0][0] == runs[1][0]  # one run, on one node
+    assert f"WARNING shigoto.watchdog: job {job.id} (ledger.block) has held" in output, output
+    assert "NodeFenced" not in output and "declared dead" not in output
+
+
+async def test_jobs_holding_every_pooled_connection_do_not_fence_their_node(
+    app: Shigoto, ledger, nodes, db, dsn: str, schema: str
+) -> None:
+    # As many jobs at once as the pool has connections, each holding one for longer than
+    # rescue_after: the node's own statements find no connection meanwhile.
+    node = start_node(
+        nodes, dsn, schema, queues="default=3", pool_max_size=3, rescue_after=RESCUE_AFTER
+    )
+    await _registered(db, schema, 1)
+    jobs = await app.insert_all([spec("ledger.hold", {"seconds": 2.5}) for _ in range(6)])
+
+    for job in jobs:
+        done = await wait_until(lambda job=job: _finished(app, job.id), timeout=60, every=0.1)
+        assert done.state is JobState.COMPLETED, done.errors
+        assert (done.attempt, done.errors) == (1, [])
+    starts = await ledger(
+        "SELECT job_id, count(*) FROM {} WHERE event = 'start' GROUP BY job_id ORDER BY job_id"
+    )
+    assert starts == [(job.id, 1) for job in jobs]
+    output = _output([node])
+    assert "running job(s) on node" not in output, output  # what a fencing node logs
+
+
+def test_a_node_whose_event_loop_is_gone_stops_heartbeating(dsn: str, schema: str) -> None:
+    """The heartbeat's thread lives no longer than the loop it reports to: a program that
+    returns from `asyncio.run` without stopping its node must not leave it looking alive
+    (its jobs would never be rescued), nor be kept from exiting."""
+    from tests.conftest import FAST
+
+    app = Shigoto(dsn=dsn, schema=schema, **FAST)  # type: ignore[arg-type]
+
+    async def main() -> None:
+        await app.migrate()
+        await app.start()
+        assert {"shigoto-heartbeat", "shigoto-watchdog"} <= _threads()
+
+    asyncio.run(main())
+    deadline = time.monotonic() + 10
+    while _threads() & {"shigoto-heartbeat", "shigoto-watchdog"}:
+        assert time.monotonic() < deadline, _threads()
+        time.sleep(0.05)
+
+
+def _threads() -> set[str]:
+    return {thread.name for thread in threading.enumerate() if thread.is_alive()}
