@@ -27,7 +27,7 @@ from typing import Any
 
 import psycopg
 
-from shigoto.db import execution
+from shigoto.db import execution, faults
 from shigoto.db.operations import run_sync
 from shigoto.db.queries import Queries
 from shigoto.runtime.retrying import Backoff
@@ -108,6 +108,10 @@ class Heartbeat:
         backoff = Backoff(tuple(min(delay, self._interval) for delay in RETRY_DELAYS))
         delay = self._interval
         try:
+            try:
+                self._connection()  # now, so that the first heartbeat does not wait for it
+            except Exception as error:
+                self._missed(error, first=True)
             while True:
                 self._wake.wait(min(delay, threading.TIMEOUT_MAX))
                 self._wake.clear()
@@ -152,12 +156,12 @@ class Heartbeat:
         return self._conn
 
     def _missed(self, error: Exception, *, first: bool) -> None:
-        reason = str(error).strip() or type(error).__name__
         # Once per outage at warning level: retries come several times a second.
         level = logging.WARNING if first else logging.DEBUG
+        reason = faults.describe(error)  # one line, never a statement's parameters
         logger.log(level, "heartbeat failed (%.1fs since the last one): %s", self.silence, reason)
-        if isinstance(error, psycopg.OperationalError):
-            self._close()  # connection-level: start afresh
+        if faults.is_connection_fault(error):
+            self._close()  # start afresh on a new connection
 
     def _tell(self) -> None:
         loop = self._loop
