@@ -307,7 +307,6 @@ class Producer:
         if deadline is None:
             deadline = loop.time() + timeout
         self._claiming = False
-        self._wake.set()
         self.release_held("shutdown")
         jobs = [task for task, _ in self.running.values()]
         if jobs and timeout > 0:
