@@ -8,6 +8,7 @@ Real node processes (`shigoto worker tests.nodeapp:app`), each run recorded in t
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import subprocess
 import threading
@@ -18,7 +19,7 @@ import pytest
 from psycopg import sql
 
 from shigoto import JobSpec, JobState, Shigoto
-from tests.conftest import start_node, wait_until
+from tests.conftest import FAST, app_settings, start_node, wait_until
 
 RESCUE_AFTER = 1.0  # heartbeats every 0.3 s (tests.conftest.FAST)
 
@@ -99,9 +100,8 @@ def test_a_node_whose_event_loop_is_gone_stops_heartbeating(dsn: str, schema: st
     """The heartbeat's thread lives no longer than the loop it reports to: a program that
     returns from `asyncio.run` without stopping its node must not leave it looking alive
     (its jobs would never be rescued), nor be kept from exiting."""
-    from tests.conftest import FAST
 
-    app = Shigoto(dsn=dsn, schema=schema, **FAST)  # type: ignore[arg-type]
+    app = Shigoto(**app_settings(dsn), schema=schema, **FAST)  # type: ignore[arg-type]
 
     async def main() -> None:
         await app.migrate()
@@ -117,3 +117,38 @@ def test_a_node_whose_event_loop_is_gone_stops_heartbeating(dsn: str, schema: st
 
 def _threads() -> set[str]:
     return {thread.name for thread in threading.enumerate() if thread.is_alive()}
+
+
+async def test_the_watchdog_names_the_job_never_its_args(dsn: str, schema: str, caplog) -> None:
+
+    caplog.set_level(logging.INFO, logger="shigoto.watchdog")
+    app = Shigoto(**app_settings(dsn), schema=schema, watchdog_threshold=0.2, **FAST)  # type: ignore[arg-type]
+    await app.migrate()
+
+    @app.worker(name="stubborn")
+    async def stubborn(password: str) -> None:
+        time.sleep(0.8)  # the mistake the watchdog is for
+
+    try:
+        job = await stubborn.enqueue({"password": "hunter2"})
+        await app.start()
+        await wait_until(lambda: _finished(app, job.id), timeout=30)
+        await wait_until(lambda: asyncio.sleep(0, result="let the event loop go" in caplog.text))
+    finally:
+        await app.stop()
+        await app.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith(f"job {job.id} (stubborn) has held the event loop for ")
+    assert "hunter2" not in caplog.text
+
+
+async def test_the_watchdog_can_be_turned_off(dsn: str, schema: str) -> None:
+    app = Shigoto(**app_settings(dsn), schema=schema, watchdog_threshold=None)
+    await app.migrate()
+    try:
+        await app.start()
+        assert "shigoto-heartbeat" in _threads() and "shigoto-watchdog" not in _threads()
+    finally:
+        await app.stop()
+        await app.close()

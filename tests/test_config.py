@@ -36,6 +36,15 @@ def test_watchdog_threshold_from_the_environment(text: str, expected: float | No
     assert Config().watchdog_threshold == 1.0
 
 
+@pytest.mark.parametrize("field", ["prune_after", "vacuum_after", "watchdog_threshold"])
+def test_none_by_keyword_turns_a_feature_off(field: str) -> None:
+    # Found by the watchdog's test: None given as a keyword was taken for "not given".
+    assert getattr(Shigoto(dsn="postgresql://unused", **{field: None}).config, field) is None
+    environ = {"SHIGOTO_VACUUM_AFTER": "100", "SHIGOTO_WATCHDOG_THRESHOLD": "3"}
+    assert getattr(Config.from_env(environ, **{field: None}), field) is None
+    assert Config.from_env({"SHIGOTO_DSN": "postgresql://env"}, dsn=None).dsn == "postgresql://env"
+
+
 @pytest.mark.parametrize(
     ("environ", "message"),
     [

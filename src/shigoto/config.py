@@ -244,7 +244,9 @@ class Config:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
-        """Read `SHIGOTO_*` variables; keyword arguments that are not None win over them."""
+        """Read `SHIGOTO_*` variables; keyword arguments win over them, None included (it
+        turns off `prune_after`, `vacuum_after` and `watchdog_threshold`), except `dsn=None`,
+        which leaves `SHIGOTO_DSN` in force."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for name, (variable, convert) in _ENV.items():
@@ -258,5 +260,5 @@ class Config:
             raise ConfigurationError(
                 f"unknown configuration option(s): {', '.join(sorted(unknown))}"
             )
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        values.update({k: v for k, v in overrides.items() if v is not None or k != "dsn"})
         return cls(**values)
