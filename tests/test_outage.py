@@ -1,6 +1,8 @@
-"""The database server goes away while a node works: the node rides it out, nothing is lost.
+"""The database server goes away, or drops connections, while a node works and a client
+calls: the node rides it out, nothing is lost, and calls fail fast while it is away and
+work again as soon as it is back.
 
-This test restarts a server, so it always uses a private embedded PostgreSQL of its own
+These tests restart a server, so it always uses a private embedded PostgreSQL of its own
 (never the shared test server or SHIGOTO_TEST_DSN).
 """
 
@@ -8,15 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
 
-from shigoto import JobSpec, JobState, Shigoto
+from shigoto import DatabaseUnavailable, JobSpec, JobState, Shigoto
 from shigoto.db.embedded import embedded_dsn, stop_embedded
+from shigoto.db.faults import describe
 from tests.conftest import FAST, start_node, wait_until
+from tests.nodeapp import LEDGER, ledger_table
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +99,110 @@ async def test_sigterm_while_the_database_is_down_exits_within_the_shutdown_time
         left = await app.get_job(job.id)
         assert left is not None and left.state is JobState.EXECUTING
     await app.close()
+
+
+async def _purge(dsn: str) -> int:
+    """Terminate every pooled connection of the private server (as an operator's
+    `pg_terminate_backend` does), waiting until they are gone; how many there were."""
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as admin:
+        cur = await admin.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000)) FROM pg_stat_activity"
+            " WHERE application_name = 'shigoto' AND pid <> pg_backend_pid()"
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+async def test_every_call_works_after_its_pooled_connections_were_terminated(
+    private_server: Path,
+) -> None:
+    dsn = embedded_dsn(private_server)
+    app = Shigoto(dsn=dsn, schema="purge", pool_min_size=3)
+    try:
+        await app.migrate()
+        job = await app.insert(JobSpec.build("purge.x"))
+        calls: dict[str, Callable[[], Awaitable[object]]] = {
+            "insert": lambda: app.insert(JobSpec.build("purge.x")),
+            "insert_all": lambda: app.insert_all([JobSpec.build("purge.x")] * 2),
+            "insert_many": lambda: app.insert_many(JobSpec.build("purge.x"), [{}, {}]),
+            "get_job": lambda: app.get_job(job.id),
+            "list_jobs": lambda: app.list_jobs(limit=5),
+            "status": app.status,
+            "cancel": lambda: app.cancel(job.id),
+            "retry": lambda: app.retry(job.id),
+            "cancel_by": lambda: app.cancel_by(queue="default"),
+        }
+        sync_calls: dict[str, Callable[[], object]] = {
+            "insert": lambda: app.sync.insert(JobSpec.build("purge.x")),
+            "insert_all": lambda: app.sync.insert_all([JobSpec.build("purge.x")] * 2),
+            "insert_many": lambda: app.sync.insert_many(JobSpec.build("purge.x"), [{}, {}]),
+            "get_job": lambda: app.sync.get_job(job.id),
+            "list_jobs": lambda: app.sync.list_jobs(limit=5),
+            "status": app.sync.status,
+            "cancel": lambda: app.sync.cancel(job.id),
+            "retry": lambda: app.sync.retry(job.id),
+            "cancel_by": lambda: app.sync.cancel_by(queue="default"),
+        }
+        # Several connections in each pool, as a busy web app has.
+        await asyncio.gather(*(app.status() for _ in range(4)))
+        await asyncio.gather(*(asyncio.to_thread(app.sync.status) for _ in range(4)))
+        for name, call in calls.items():
+            assert await _purge(dsn) >= 2, name  # the async pool's and the sync pool's
+            await call()  # no AdminShutdown: the dead connections are replaced first
+        for name, sync_call in sync_calls.items():
+            assert await _purge(dsn) >= 1, name
+            await asyncio.to_thread(sync_call)
+        async with app.connection() as conn:  # a connection of your own, too
+            await _purge(dsn)
+        async with app.connection() as conn:
+            await conn.execute("SELECT 1")
+    finally:
+        await app.close()
+
+
+async def test_calls_fail_fast_while_the_database_is_down_and_work_once_it_is_back(
+    private_server: Path, nodes: list[subprocess.Popen[bytes]]
+) -> None:
+    dsn = embedded_dsn(private_server)
+    app = Shigoto(dsn=dsn, schema="down", connect_timeout=2.0)
+    await app.migrate()
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        await conn.execute(sql.SQL(LEDGER).format(ledger_table("down")))
+    # A node with the default heartbeat's proportions: a restart shorter than the time
+    # after which a node counts as dead does not stop its jobs.
+    start_node(nodes, dsn, "down", heartbeat_interval=5, rescue_after=60)
+    first = (
+        await asyncio.to_thread(app.sync.insert, JobSpec.build("ledger.noop")),
+        await app.insert(JobSpec.build("ledger.noop")),
+    )
+    try:
+        for job in first:
+            await app.wait_for(job.id, timeout=30)
+        await asyncio.to_thread(stop_embedded, private_server)
+        down_at = time.monotonic()
+        for call in (lambda: app.get_job(1), lambda: asyncio.to_thread(app.sync.get_job, 1)):
+            started = time.monotonic()
+            with pytest.raises(DatabaseUnavailable) as caught:
+                await call()
+            assert time.monotonic() - started < 2.0 + 1.5
+            assert "within 2s" in str(caught.value)
+            assert isinstance(caught.value.__cause__, psycopg.OperationalError)
+            assert describe(caught.value.__cause__) in str(caught.value)  # the last error
+        # An outage longer than psycopg_pool's reconnect delays grow in a few attempts.
+        await asyncio.sleep(max(0.0, 12.0 - (time.monotonic() - down_at)))
+        assert await asyncio.to_thread(embedded_dsn, private_server) == dsn
+        back_at = time.monotonic()  # the server accepts connections again
+        job = await app.insert(JobSpec.build("ledger.noop"))
+        assert time.monotonic() - back_at < 1.5
+        started = time.monotonic()
+        assert await asyncio.to_thread(app.sync.get_job, job.id) is not None
+        assert time.monotonic() - started < 1.5
+        done = await app.wait_for(job.id, timeout=30)  # the node claims and acks again
+        assert done.state is JobState.COMPLETED
+        assert time.monotonic() - back_at < 3.0
+    finally:
+        for process in nodes:
+            process.terminate()
+            process.wait(timeout=30)
+        await app.close()

@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolClosed
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from shigoto import _json
 from shigoto import _validate as check
@@ -61,6 +61,10 @@ W = TypeVar("W", bound=type[Worker])
 logger = logging.getLogger("shigoto.app")
 
 MAX_PAGE = 1000
+EXHAUSTED_HINT = (
+    "; each app.connection() block (yours, or a job's) holds one until it ends: "
+    "raise pool_max_size, or hold connections for less time"
+)
 RECHECK = 5.0  # seconds between looks at a waited-for job when no notification comes
 
 
@@ -118,6 +122,16 @@ class _Facade:
         while True:
             yield pause
             pause = min(2 * pause, self.config.poll_interval)
+
+    def _pool_kwargs(self, dsn: str) -> dict[str, Any]:
+        """Connection options of a pool: also a bound on each attempt to connect (libpq
+        counts whole seconds, at least 2), so that a server that does not answer at all
+        cannot keep the pool's workers busy for minutes; a `connect_timeout` in the DSN
+        wins."""
+        kwargs = self._connection_kwargs()
+        if "connect_timeout" not in psycopg.conninfo.conninfo_to_dict(dsn):
+            kwargs["connect_timeout"] = max(2, math.ceil(self.config.connect_timeout))
+        return kwargs
 
     @property
     def _utc_session(self) -> bool:
@@ -318,7 +332,6 @@ class Shigoto(_Facade):
         self.sync = SyncShigoto(self)
         self._pool: AsyncConnectionPool | None = None
         self._pool_lock = asyncio.Lock()
-        self._pool_check: asyncio.Future[None] | None = None
         self._node: Node | None = None
         self._testing: str | Recorder | None = None  # set by shigoto.testing.inline/manual
         self.job_hooks: list[Callable[[Job], object]] = []
@@ -374,19 +387,34 @@ class Shigoto(_Facade):
         if self._pool is None:
             async with self._pool_lock:
                 if self._pool is None:
-                    dsn = await asyncio.to_thread(self._dsn)
-                    pool = LifoAsyncConnectionPool(
-                        dsn,
-                        min_size=self.config.pool_min_size,
-                        max_size=self.config.pool_max_size,
-                        kwargs=self._connection_kwargs(),
-                        configure=self._configure_connection,
-                        open=False,
-                        name="shigoto",
+                    self._pool = await self._open_pool(
+                        "shigoto",
+                        self.config.pool_min_size,
+                        self.config.pool_max_size,
+                        exhausted_hint=EXHAUSTED_HINT,
                     )
-                    await pool.open(wait=True, timeout=30)
-                    self._pool = pool
         return self._pool
+
+    async def _open_pool(
+        self, name: str, min_size: int, max_size: int, *, exhausted_hint: str = ""
+    ) -> LifoAsyncConnectionPool:
+        """A pool of connections to this app's database: the app's, or a node's own. It
+        connects in the background: a `getconn` waits at most `connect_timeout` for a
+        connection, then raises `DatabaseUnavailable` (see `shigoto.db.pools`)."""
+        dsn = await asyncio.to_thread(self._dsn)
+        pool = LifoAsyncConnectionPool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs=self._pool_kwargs(dsn),
+            configure=self._configure_connection,
+            open=False,
+            name=name,
+            timeout=self.config.connect_timeout,
+            exhausted_hint=exhausted_hint,
+        )
+        await pool.open()
+        return pool
 
     async def _run(
         self, operation: Operation[T], conn: Any = None, *, transaction: bool = False
@@ -399,10 +427,16 @@ class Shigoto(_Facade):
                     "with a sync connection use app.sync"
                 )
             return await run_async(conn, operation, transaction=transaction)
-        pool = self._pool
+        pool = self._pool or await self._get_pool()
+        return await self._run_in(pool, operation, transaction=transaction)
+
+    @staticmethod
+    async def _run_in(
+        pool: AsyncConnectionPool, operation: Operation[T], *, transaction: bool = False
+    ) -> T:
+        """Run `operation` on a connection of `pool`; a connection fault is raised as
+        `DatabaseUnavailable`, and the statement is not sent again (it may have run)."""
         try:
-            if pool is None:
-                pool = await self._get_pool()
             # getconn/putconn rather than `pool.connection()`: the same, without a context
             # manager's generator on every statement of a busy node.
             pooled = await pool.getconn()
@@ -413,19 +447,7 @@ class Shigoto(_Facade):
         except psycopg.OperationalError as error:
             if not is_connection_fault(error):
                 raise  # about the request, not the connection
-            if pool is not None:
-                # One dead connection usually means more (a server restart, a purge): have
-                # the pool test its idle ones now rather than hand them out to fail one by one.
-                self._check_pool_soon(pool)
             raise DatabaseUnavailable(describe(error)) from error
-
-    def _check_pool_soon(self, pool: AsyncConnectionPool) -> None:
-        async def check() -> None:
-            with contextlib.suppress(psycopg.Error, PoolClosed):
-                await pool.check()
-
-        if self._pool_check is None or self._pool_check.done():
-            self._pool_check = asyncio.ensure_future(check())
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -434,8 +456,13 @@ class Shigoto(_Facade):
         async with app.connection() as conn, conn.transaction():
             await conn.execute("INSERT INTO users ...")
             await send_email.enqueue({"to": ...}, conn=conn)   # commits with the user
+
+        Waits at most `connect_timeout` for one, then raises `PoolExhausted` (every
+        connection is in use: `pool_max_size` is too small for what holds them) or
+        `DatabaseUnavailable` (the server cannot be reached). A node's own statements
+        never wait for these connections.
         """
-        pool = await self._get_pool()
+        pool = self._pool or await self._get_pool()
         async with pool.connection() as conn:
             yield conn
 
@@ -890,16 +917,19 @@ class SyncShigoto(_Facade):
     def _get_pool(self) -> ConnectionPool:
         with self._pool_lock:
             if self._pool is None:
+                dsn = self._dsn()
                 pool = LifoConnectionPool(
-                    self._dsn(),
+                    dsn,
                     min_size=min(self.config.pool_min_size, 1),
                     max_size=self.config.pool_max_size,
-                    kwargs=self._connection_kwargs(),
+                    kwargs=self._pool_kwargs(dsn),
                     configure=self._configure_connection,
                     open=False,
                     name="shigoto-sync",
+                    timeout=self.config.connect_timeout,
+                    exhausted_hint=EXHAUSTED_HINT,
                 )
-                pool.open(wait=True, timeout=30)
+                pool.open()  # connects in the background, as the async app's pool does
                 self._pool = pool
             return self._pool
 
@@ -912,8 +942,8 @@ class SyncShigoto(_Facade):
                     "with an async connection use the async API"
                 )
             return run_sync(conn, operation, transaction=transaction)
+        pool = self._pool or self._get_pool()
         try:
-            pool = self._pool or self._get_pool()
             # getconn/putconn, as the async app does: no context manager per statement
             pooled = pool.getconn()
             try:

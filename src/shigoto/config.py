@@ -12,6 +12,7 @@
 | SHIGOTO_POLL_INTERVAL         | poll_interval         |
 | SHIGOTO_POOL_MIN_SIZE         | pool_min_size         |
 | SHIGOTO_POOL_MAX_SIZE         | pool_max_size         |
+| SHIGOTO_CONNECT_TIMEOUT       | connect_timeout       |
 | SHIGOTO_PREPARED_STATEMENTS   | prepared_statements   |
 | SHIGOTO_NOTIFIER              | notifier              |
 | SHIGOTO_LISTEN_DSN            | listen_dsn            |
@@ -76,6 +77,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "poll_interval": ("SHIGOTO_POLL_INTERVAL", float),
     "pool_min_size": ("SHIGOTO_POOL_MIN_SIZE", int),
     "pool_max_size": ("SHIGOTO_POOL_MAX_SIZE", int),
+    "connect_timeout": ("SHIGOTO_CONNECT_TIMEOUT", float),
     "prepared_statements": ("SHIGOTO_PREPARED_STATEMENTS", _flag),
     "notifier": ("SHIGOTO_NOTIFIER", _flag),
     "listen_dsn": ("SHIGOTO_LISTEN_DSN", str),
@@ -103,6 +105,13 @@ class Config:
         (0). For many short jobs: fewer, bigger claims. A prefetched job is claimed
         (`executing`), so no other node takes it; it returns to the queue, its attempt
         unused, if this node stops or pauses first.
+    pool_min_size, pool_max_size: the app's connection pool (the API's calls, and
+        `app.connection()` for your own work and your jobs'); a node has connections of
+        its own besides, so jobs that hold these never hold up its claims and outcomes.
+    connect_timeout: the longest a call waits for a pooled connection (seconds, 5): then
+        it raises `DatabaseUnavailable` naming the last connection error (the server is
+        down or unreachable) or `PoolExhausted` (the server answers, but every connection
+        of the pool stayed in use). Also the time allowed for each connection attempt.
     prepared_statements: turn off behind PgBouncer in transaction pooling mode. Off, `dsn`
         carries no session state: no prepared statements, no session time zone (the pools'
         connections keep the server's rather than set UTC), and no LISTEN (only
@@ -149,6 +158,7 @@ class Config:
     poll_interval: float = 1.0
     pool_min_size: int = 1
     pool_max_size: int = 10
+    connect_timeout: float = 5.0
     prepared_statements: bool = True
     notifier: bool = True
     listen_dsn: str | None = None
@@ -180,6 +190,9 @@ class Config:
             _validate.seconds(self.poll_interval, "poll_interval", allow_zero=False)
             _validate.integer(self.pool_min_size, "pool_min_size", (0, 1000))
             _validate.integer(self.pool_max_size, "pool_max_size", (1, 1000))
+            _validate.seconds(self.connect_timeout, "connect_timeout", allow_zero=False)
+            if self.connect_timeout > 3600:
+                raise InvalidJobError("connect_timeout", "must be at most 3600 seconds")
             for name in ("heartbeat_interval", "stage_interval", "probe_interval"):
                 _validate.seconds(getattr(self, name), name, allow_zero=False)
             _validate.seconds(self.shutdown_timeout, "shutdown_timeout")

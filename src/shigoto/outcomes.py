@@ -118,5 +118,12 @@ class DatabaseUnavailable(ShigotoError):
     succeed once the server is back. `__cause__` is the last connection error."""
 
 
+class PoolExhausted(DatabaseUnavailable):
+    """The database answers, but every connection of the pool stayed in use for
+    `connect_timeout` seconds: jobs or requests that hold connections (`app.connection()`)
+    hold them all. A kind of `DatabaseUnavailable` (the same call may succeed later);
+    raise `pool_max_size` or hold connections for less time."""
+
+
 class MigrationError(ShigotoError):
     """The database schema is missing, newer than this code, or could not be migrated."""

@@ -8,17 +8,50 @@ returned last keeps a busy node on one or two warm server processes. Measured wi
 third less PostgreSQL CPU per job. The idle connections left at the back are the ones the
 pool closes first when it shrinks, as before.
 
-    pool = LifoAsyncConnectionPool(dsn, min_size=1, max_size=10)
+    pool = LifoAsyncConnectionPool(dsn, min_size=1, max_size=10, timeout=5.0)
+
+They also ride out faults of the server:
+
+- A connection the server closed while it sat idle in the pool (a restart, a purge with
+  `pg_terminate_backend`, `idle_session_timeout`) is never handed out: the server's
+  goodbye is already waiting on its socket, which `getconn` looks at before handing the
+  connection out (a poll that does not wait, about a microsecond). Such a connection is
+  replaced, and the caller gets a working one. No statement is ever sent on it, so none
+  needs to be sent twice.
+- A lost connection is replaced with attempts at most `RECONNECT_EVERY` apart
+  (psycopg_pool doubles the wait after each failed attempt, without a cap: after a 30 s
+  outage its next attempt could come 30 s after the server is back).
+- `getconn` that gets no connection within its timeout raises `DatabaseUnavailable`
+  naming the last connection error, or `PoolExhausted` when the server answers but every
+  connection of the pool is in use, rather than psycopg_pool's `PoolTimeout`.
+- Cancelled while it connects (asyncio.run ends the loop of a script that did not close
+  the app), a pool task of the async pool ends, rather than go on waiting for work that
+  never comes and keep asyncio.run from returning.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import select
 from collections import deque
 from time import monotonic
 from typing import Any
 
+import psycopg
 from psycopg.pq import TransactionStatus
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
+from psycopg_pool.base import AttemptWithBackoff
+from psycopg_pool.pool_async import StopWorker
+
+from shigoto.db.faults import describe
+from shigoto.outcomes import DatabaseUnavailable, PoolExhausted
+
+logger = logging.getLogger("shigoto.pools")
+
+# The longest wait between two attempts to replace a lost connection: a server that is
+# back is used again within this (plus the time a connection takes).
+RECONNECT_EVERY = 0.5
 
 
 def _most_recent_first(pool: object) -> None:
@@ -48,19 +81,44 @@ class LifoAsyncConnectionPool(AsyncConnectionPool):
 
     _spare: Any = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, exhausted_hint: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._taken_at: dict[int, float] = {}  # id(conn) -> when it last left the pool
+        self.last_error: BaseException | None = None  # of the last attempt to connect
+        self._exhausted_hint = exhausted_hint
 
     async def getconn(self, timeout: float | None = None) -> Any:
         spare, self._spare = self._spare, None
         if spare is not None:
             if _still_good(spare, self._taken_at):
-                return spare
-            await self._back_to_pool(spare)
-        conn = await super().getconn(timeout)
-        self._taken_at[id(conn)] = monotonic()
-        return conn
+                if not _has_news(spare):
+                    return spare
+                if await self._works(spare):
+                    return spare
+                self._taken_at.pop(id(spare), None)
+            else:
+                await self._back_to_pool(spare)
+        wait = self.timeout if timeout is None else timeout
+        deadline = monotonic() + wait
+        while True:
+            try:
+                conn = await super().getconn(max(deadline - monotonic(), 0.001))
+            except PoolTimeout as error:
+                unavailable, cause = _no_connection(self, wait)
+                raise unavailable from cause or error
+            if not _has_news(conn) or await self._works(conn):
+                self._taken_at[id(conn)] = monotonic()
+                return conn
+
+    async def _works(self, conn: Any) -> bool:
+        """Whether a connection with unread input (a server's goodbye, mostly) still works;
+        one that does not goes back to be replaced."""
+        try:
+            await self.check_connection(conn)
+            return True
+        except Exception:
+            await self._putconn(conn, from_getconn=True)  # replaced, quietly
+            return False
 
     async def putconn(self, conn: Any) -> None:
         # The one returned last becomes the spare, unless someone waits inside the pool
@@ -86,6 +144,37 @@ class LifoAsyncConnectionPool(AsyncConnectionPool):
         _most_recent_first(self)
         return await super()._get_ready_connection(timeout)
 
+    async def _connect(self, timeout: float | None = None) -> Any:
+        try:
+            conn = await super()._connect(timeout)
+        except Exception as error:
+            self.last_error = error
+            raise
+        self.last_error = None
+        return conn
+
+    async def _add_connection(
+        self, attempt: AttemptWithBackoff | None, growing: bool = False
+    ) -> None:
+        await super()._add_connection(attempt or _Retry(timeout=self.reconnect_timeout), growing)
+
+    @classmethod
+    async def worker(cls, q: Any) -> None:
+        # psycopg_pool's own loop, except for what it does when cancelled during a task: it
+        # takes the cancellation for a failed attempt and waits for the next task, so that
+        # asyncio.run (which cancels what is left and waits for it) would never return.
+        me = asyncio.current_task()
+        while True:
+            task = await q.get()
+            if isinstance(task, StopWorker):
+                return
+            try:
+                await task.run()
+            except Exception as error:
+                logger.warning("pool task %s failed: %s", task, describe(error))
+            if me is not None and me.cancelling():
+                raise asyncio.CancelledError
+
 
 # (An enum member read once: reading it off its class costs more than the whole check.)
 _IDLE = TransactionStatus.IDLE
@@ -95,6 +184,41 @@ def _idle(conn: Any) -> bool:
     """Open and not in a transaction: a closed connection's status is UNKNOWN, not IDLE."""
     status: int = conn.pgconn.transaction_status
     return status == _IDLE
+
+
+def _has_news(conn: Any) -> bool:
+    """Whether an idle connection has input waiting: the server's goodbye (a terminated
+    backend, a shutdown) or, rarely, a notice. A poll that does not wait."""
+    try:
+        socket = conn.pgconn.socket
+    except psycopg.OperationalError:
+        return True  # closed: news enough
+    return bool(select.select((socket,), (), (), 0)[0])
+
+
+class _Retry(AttemptWithBackoff):
+    """psycopg_pool's growing delays between attempts to connect, capped at
+    RECONNECT_EVERY."""
+
+    def update_delay(self, now: float) -> None:
+        super().update_delay(now)
+        self.delay = min(self.delay, RECONNECT_EVERY)
+
+
+def _no_connection(pool: Any, waited: float) -> tuple[DatabaseUnavailable, BaseException | None]:
+    """What a caller who got no connection within `waited` seconds is told, and why: the
+    server answers but every connection of the pool is in use, or it is unreachable
+    (naming the last connection error, which is then the cause)."""
+    if len(pool._taken_at) >= pool.max_size:
+        message = (
+            f"all {pool.max_size} connections of pool {pool.name!r} stayed in use for "
+            f"{waited:g}s{pool._exhausted_hint}"
+        )
+        return PoolExhausted(message), None
+    last = pool.last_error
+    reason = describe(last) if last is not None else "no connection attempt finished"
+    message = f"no connection to the database within {waited:g}s: {reason}"
+    return DatabaseUnavailable(message), last
 
 
 def _still_good(spare: Any, taken_at: dict[int, float]) -> bool:
@@ -113,20 +237,41 @@ class LifoConnectionPool(ConnectionPool):
 
     _spare: Any = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, exhausted_hint: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._taken_at: dict[int, float] = {}
+        self.last_error: BaseException | None = None
+        self._exhausted_hint = exhausted_hint
 
     def getconn(self, timeout: float | None = None) -> Any:
         with self._lock:
             spare, self._spare = self._spare, None
         if spare is not None:
             if _still_good(spare, self._taken_at):
-                return spare
-            self._back_to_pool(spare)
-        conn = super().getconn(timeout)
-        self._taken_at[id(conn)] = monotonic()
-        return conn
+                if not _has_news(spare) or self._works(spare):
+                    return spare
+                self._taken_at.pop(id(spare), None)
+            else:
+                self._back_to_pool(spare)
+        wait = self.timeout if timeout is None else timeout
+        deadline = monotonic() + wait
+        while True:
+            try:
+                conn = super().getconn(max(deadline - monotonic(), 0.001))
+            except PoolTimeout as error:
+                unavailable, cause = _no_connection(self, wait)
+                raise unavailable from cause or error
+            if not _has_news(conn) or self._works(conn):
+                self._taken_at[id(conn)] = monotonic()
+                return conn
+
+    def _works(self, conn: Any) -> bool:
+        try:
+            self.check_connection(conn)
+            return True
+        except Exception:
+            self._putconn(conn, from_getconn=True)
+            return False
 
     def putconn(self, conn: Any) -> None:
         if _idle(conn):
@@ -156,3 +301,15 @@ class LifoConnectionPool(ConnectionPool):
         if conn is None:
             conn, self._spare = self._spare, None
         return conn
+
+    def _connect(self, timeout: float | None = None) -> Any:
+        try:
+            conn = super()._connect(timeout)
+        except Exception as error:
+            self.last_error = error
+            raise
+        self.last_error = None
+        return conn
+
+    def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
+        super()._add_connection(attempt or _Retry(timeout=self.reconnect_timeout), growing)

@@ -15,10 +15,15 @@ class Backoff:
     """Growing delays for consecutive failures; `reset()` after a success.
 
     backoff = Backoff()
-    await asyncio.sleep(backoff.next())   # 0.05, 0.1, 0.25 ... 5.0, 5.0
+    await asyncio.sleep(backoff.next())   # 0.05, 0.1, 0.25, 0.5, 1.0, 1.0 ...
+
+    At most a second: a node must work again within about a second of the server's
+    return, however long it was away. A try costs the database nothing while it is down:
+    it waits for a pooled connection (up to `connect_timeout`), and the pool's attempts
+    to connect are paced on their own.
     """
 
-    def __init__(self, delays: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)):
+    def __init__(self, delays: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0)):
         self._delays = delays
         self.failures = 0
 
