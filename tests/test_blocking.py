@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Any
 
+import psycopg
 import pytest
 from psycopg import sql
 
@@ -152,3 +153,37 @@ async def test_the_watchdog_can_be_turned_off(dsn: str, schema: str) -> None:
     finally:
         await app.stop()
         await app.close()
+
+
+async def test_a_node_whose_heartbeat_the_database_does_not_answer_still_fences(
+    fast_app: Shigoto, dsn: str, schema: str
+) -> None:
+    """The other half: silence from the database (here, the node's row locked, so the
+    heartbeat waits) still stops the node's jobs before anyone may rescue them, even with
+    the heartbeat's thread stuck in its statement."""
+    runs: list[str] = []
+    first = asyncio.Event()
+
+    @fast_app.worker(name="patient")
+    async def patient() -> None:
+        runs.append("start")
+        if len(runs) == 1:
+            first.set()
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                runs.append("interrupted")
+                raise
+
+    job = await patient.enqueue()
+    await fast_app.start()
+    await first.wait()
+    async with await psycopg.AsyncConnection.connect(dsn) as locker:
+        nodes = sql.Identifier(schema, "nodes")
+        await locker.execute(sql.SQL("SELECT 1 FROM {} FOR UPDATE").format(nodes))
+        await wait_until(lambda: asyncio.sleep(0, result="interrupted" in runs), timeout=10)
+        await locker.rollback()
+    done = await wait_until(lambda: _finished(fast_app, job.id), timeout=30)
+    assert done.state is JobState.COMPLETED
+    assert runs == ["start", "interrupted", "start"]
+    assert [e["error"] for e in done.errors] == ["NodeFenced"]
