@@ -815,7 +815,8 @@ async def test_an_outcome_the_database_refuses_holds_up_no_other_job(fast_app: S
     await fast_app.start()
     refused = await _final(fast_app, bad.id)
     assert refused.state is JobState.DISCARDED
-    assert refused.errors[-1]["error"] == "shigoto.outcomes.InvalidJobError"
+    assert refused.errors[-1]["error"] == "shigoto.outcomes.ResultNotStored"
+    assert refused.errors[-1]["message"].startswith("result could not be stored: ")
     assert "NUL character" in refused.errors[-1]["message"]
     done = [await _final(fast_app, job.id) for job in good]
     assert [job.result for job in done] == list(range(200))

@@ -48,6 +48,7 @@ from shigoto.outcomes import (
     InvalidScheduleError,
     JobNotFoundError,
 )
+from shigoto.runtime.finish import StoppedHook, with_will_retry
 from shigoto.schedules import Cron, Schedule, ScheduleInfo, catch_up_policy
 from shigoto.worker import FunctionWorker, Worker, WorkerRegistry
 
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 W = TypeVar("W", bound=type[Worker])
+H = TypeVar("H", bound=Callable[..., object])
 
 logger = logging.getLogger("shigoto.app")
 
@@ -334,7 +336,7 @@ class Shigoto(_Facade):
         self._pool_lock = asyncio.Lock()
         self._node: Node | None = None
         self._testing: str | Recorder | None = None  # set by shigoto.testing.inline/manual
-        self.job_hooks: list[Callable[[Job], object]] = []
+        self.job_hooks: list[StoppedHook] = []  # each called as hook(job, will_retry)
         self.batch_hooks: list[Callable[[Batch], object]] = []
 
     def __repr__(self) -> str:
@@ -363,11 +365,18 @@ class Shigoto(_Facade):
 
         return register if target is None else register(target)
 
-    def on_job_stopped(self, hook: Callable[[Job], object]) -> Callable[[Job], object]:
-        """Call `hook(job)` (sync or async) on the node that ran a job, when its run ends
-        it for good: completed or discarded. Register hooks before the node starts. A
-        decorator; errors are logged."""
-        self.job_hooks.append(hook)
+    def on_job_stopped(self, hook: H) -> H:
+        """Call `hook(job, will_retry)` (sync or async) where a job ran, once its outcome is
+        written: for every run that ended it (completed, discarded, cancelled by its worker)
+        and for every failed run (`will_retry` is True when it will run again). A hook that
+        takes one argument gets the job alone. Runs on a node, in `drain_queue` and inline.
+        Register hooks before the node starts. A decorator; errors are logged.
+
+            @app.on_job_stopped
+            def count(job: Job, will_retry: bool) -> None:
+                metrics.count(job.worker, "retry" if will_retry else job.state)
+        """
+        self.job_hooks.append(with_will_retry(hook))
         return hook
 
     def on_batch_stopped(self, hook: Callable[[Batch], object]) -> Callable[[Batch], object]:

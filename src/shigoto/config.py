@@ -26,6 +26,7 @@
 | SHIGOTO_PRUNE_AFTER           | prune_after           |
 | SHIGOTO_ARCHIVE_RETENTION     | archive_retention     |
 | SHIGOTO_VACUUM_AFTER          | vacuum_after          |
+| SHIGOTO_MAX_RESULT_BYTES      | max_result_bytes      |
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ from typing import Any
 
 from shigoto import _validate
 from shigoto.outcomes import ConfigurationError, InvalidJobError
+
+# The most `max_result_bytes` may be: far below what one jsonb value holds (256 MiB), so
+# that the acker's batches of outcomes always fit in a statement.
+MAX_RESULT_BYTES = 64 << 20
+DEFAULT_MAX_RESULT_BYTES = 1 << 20
 
 
 def parse_queues(text: str) -> dict[str, int]:
@@ -90,6 +96,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "prune_after": ("SHIGOTO_PRUNE_AFTER", float),
     "archive_retention": ("SHIGOTO_ARCHIVE_RETENTION", float),
     "vacuum_after": ("SHIGOTO_VACUUM_AFTER", _count_or_off),
+    "max_result_bytes": ("SHIGOTO_MAX_RESULT_BYTES", int),
     "fair_queues": ("SHIGOTO_FAIR_QUEUES", lambda text: tuple(filter(None, text.split(",")))),
 }
 
@@ -148,6 +155,10 @@ class Config:
     vacuum_after: dead row versions in `jobs` (beyond 1% of its live rows) at which the
         leader vacuums it, rather than wait for autovacuum (5,000); None turns it off.
     vacuum_interval: seconds between the leader's looks at the dead row count.
+    max_result_bytes: the largest result a job may return, as JSON (1 MiB; at most 64 MiB).
+        A larger one fails the run ("result could not be stored"), on the node, before it
+        reaches the database. Results live in the jobs table, read back by `get_job`,
+        `wait_for` and dependent jobs: keep big outputs elsewhere and return their key.
     """
 
     dsn: str | None = None
@@ -179,6 +190,7 @@ class Config:
     prune_interval: float = 60.0
     vacuum_after: int | None = 5_000
     vacuum_interval: float = 1.0
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
 
     def __post_init__(self) -> None:
         _validate.schema_name(self.schema)
@@ -214,6 +226,7 @@ class Config:
                 _validate.seconds(getattr(self, name), name, allow_zero=False)
             if self.vacuum_after is not None:
                 _validate.integer(self.vacuum_after, "vacuum_after", (0, 2**62))
+            _validate.integer(self.max_result_bytes, "max_result_bytes", (1, MAX_RESULT_BYTES))
             for name, weight in self.queue_weights.items():
                 _validate.queue(name, "queue_weights")
                 _validate.integer(weight, f"queue_weights[{name!r}]", (1, 1000))

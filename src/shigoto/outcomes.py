@@ -125,5 +125,17 @@ class PoolExhausted(DatabaseUnavailable):
     raise `pool_max_size` or hold connections for less time."""
 
 
+class ResultNotStored(ShigotoError):
+    """What a job returned cannot be stored as its result: not JSON (an object, a
+    non-dict mapping, an integer too long for JSON), or larger than `max_result_bytes`.
+    The run counts as a failure with this error, retried or discarded like any other.
+
+        ResultNotStored("it is 2,000,000 bytes as JSON, more than max_result_bytes (1,048,576)")
+    """
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"result could not be stored: {why}")
+
+
 class MigrationError(ShigotoError):
     """The database schema is missing, newer than this code, or could not be migrated."""

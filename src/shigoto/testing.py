@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -29,17 +30,21 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shigoto import _validate as check
-from shigoto.db import execution
+from shigoto.db import execution, faults
 from shigoto.job import Job, JobSpec, JobState, job_states
 from shigoto.outcomes import ConfigurationError, InvalidJobError, ShigotoError
 from shigoto.runtime.acker import Acker
 from shigoto.runtime.context import JobRun
 from shigoto.runtime.executor import Executor
+from shigoto.runtime.finish import Finisher, call_hook, stopped_job
 from shigoto.runtime.node import new_node_id
 from shigoto.worker import Worker
 
 if TYPE_CHECKING:
     from shigoto.app import Shigoto
+
+logger = logging.getLogger("shigoto.testing")
+logger.addFilter(faults.SCRUBBED)  # hooks may fail with a database error
 
 MAX_RUNS_PER_JOB = 100  # a drain that re-runs one job this often is looping (a snooze, say)
 
@@ -71,8 +76,10 @@ async def drain_queue(app: Shigoto, queue: str, *, with_scheduled: bool = False)
     node_id = f"drain-{new_node_id()}"
     # A node row, so that a running node's lifeline does not take these jobs for orphans.
     await app._run(execution.register_node(q, node_id, {queue: 1}, {"drain": True}))
-    executor = Executor(app.workers, threads=1, node_id=node_id)
+    executor = _executor(app, node_id)
+    finisher = _finisher(app, executor)
     acker = Acker(app._run, q, node_id)
+    outlet = _Drained(acker)
     counts: Counter[str] = Counter()
     runs: Counter[int] = Counter()
 
@@ -103,12 +110,11 @@ async def drain_queue(app: Shigoto, queue: str, *, with_scheduled: bool = False)
             ack = await executor.execute(run)
             if ack is None:
                 continue
-            acker.add(ack)
+            pending = finisher.finish(run, ack, outlet)
+            if pending is not None:
+                await pending
             await acker.drain()
-            counts[_outcome_name(ack)] += 1
-            if ack.state is JobState.DISCARDED:
-                errors = job.errors + ([ack.error] if ack.error else [])
-                await executor.on_discard(_replace(job, state=JobState.DISCARDED, errors=errors))
+            counts[_outcome_name(outlet.written(ack))] += 1
             await app._run(execution.heartbeat(q, node_id, {queue: 1}))
     finally:
         executor.close()
@@ -117,6 +123,58 @@ async def drain_queue(app: Shigoto, queue: str, *, with_scheduled: bool = False)
 
 
 _OUTCOMES = ("completed", "retryable", "discarded", "cancelled", "snoozed")
+
+
+class _Drained:
+    """drain_queue's outlet: the acker, each outcome written before the next claim."""
+
+    def __init__(self, acker: Acker) -> None:
+        self._acker = acker
+        self._last: asyncio.Future[execution.Ack | None] | None = None
+
+    def post(self, ack: execution.Ack) -> None:
+        self._last = asyncio.get_running_loop().create_future()
+        self._acker.add(ack, self._last)
+
+    async def write(self, ack: execution.Ack) -> execution.Ack | None:
+        self.post(ack)
+        await self._acker.drain()
+        return self.written(ack)
+
+    def written(self, ack: execution.Ack) -> execution.Ack:
+        """What was written for `ack` (the failure that replaced it, if it was refused)."""
+        last = self._last
+        return (last.result() if last is not None and last.done() else None) or ack
+
+
+class _Inline:
+    """Inline mode's outlet: no database, so every outcome "applies" as it is."""
+
+    def post(self, ack: execution.Ack) -> None:
+        pass
+
+    async def write(self, ack: execution.Ack) -> execution.Ack | None:
+        return ack
+
+
+def _executor(app: Shigoto, node_id: str) -> Executor:
+    return Executor(
+        app.workers, threads=1, node_id=node_id, max_result_bytes=app.config.max_result_bytes
+    )
+
+
+def _finisher(app: Shigoto, executor: Executor) -> Finisher:
+    """The finish path, with the app's job hooks called in turn (their errors logged)."""
+    hooks = list(app.job_hooks)
+
+    async def stopped(job: Job, will_retry: bool) -> None:
+        for hook in hooks:
+            try:
+                await call_hook(hook, job, will_retry)
+            except Exception:
+                logger.exception("hook %r failed", hook)
+
+    return Finisher(on_discard=executor.on_discard, on_stopped=stopped if hooks else None)
 
 
 def _outcome_name(ack: execution.Ack) -> str:
@@ -137,20 +195,23 @@ async def run_inline(app: Shigoto, spec: JobSpec) -> Job:
         spec, id=next(_fake_ids), state=JobState.EXECUTING, inserted_at=now, scheduled_at=now
     )
     job = _replace(job, attempt=1, attempted_at=now)
-    executor = Executor(app.workers, threads=1, node_id="inline")
+    executor = _executor(app, "inline")
+    run = JobRun(job)
     try:
-        ack = await executor.execute(JobRun(job))
+        ack = await executor.execute(run)
+        assert ack is not None
+        pending = _finisher(app, executor).finish(run, ack, _Inline())
+        if pending is not None:
+            await pending
     finally:
         executor.close()
-    assert ack is not None
-    errors = [ack.error] if ack.error else []
-    finished = _replace(job, state=ack.state, result=ack.result, errors=errors)
+    finished = stopped_job(job, ack)
     if ack.refund:
         return _replace(finished, attempt=0, state=JobState.SCHEDULED)
     if ack.state in (JobState.RETRYABLE, JobState.AVAILABLE) or (
         ack.state is JobState.DISCARDED and ack.error and ack.error["error"] != "Discard"
     ):
-        raise InlineJobFailed(finished, ack.error)
+        raise InlineJobFailed(finished, ack.error) from run.error
     return finished
 
 

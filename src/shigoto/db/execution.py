@@ -32,7 +32,10 @@ class Ack:
     """The outcome of one run of a job, as the acker writes it.
 
     `refund` gives the attempt back (snooze, shutdown); `delay` reschedules the job that many
-    seconds from now; `error` is appended to the job's error history.
+    seconds from now; `error` is appended to the job's error history. `size` is the length
+    of `result` as JSON, in bytes (what the acker bounds its batches and its memory by);
+    `max_attempts` is the job's, so that an outcome the database refuses can be replaced
+    by a failure that is retried or discarded as any other (not written, only read here).
     """
 
     id: int
@@ -42,6 +45,8 @@ class Ack:
     delay: float | None = None
     result: Any = None
     error: dict[str, Any] | None = None
+    size: int = 0
+    max_attempts: int | None = None
 
     def document(self) -> dict[str, Any]:
         return {

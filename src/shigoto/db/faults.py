@@ -18,6 +18,9 @@ one), so the SQLSTATE decides, not the class:
 
 from __future__ import annotations
 
+import logging
+import traceback
+
 import psycopg
 from psycopg_pool import PoolClosed, PoolTimeout
 
@@ -53,3 +56,65 @@ def describe(error: BaseException) -> str:
     else:
         text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def primary(error: psycopg.Error) -> str:
+    """A database error's message without what the server adds after it (detail, hint,
+    context): with `log_parameter_max_length_on_error` set, the context quotes the bound
+    parameters of the statement, which hold job args and results."""
+    text = error.diag.message_primary
+    if text:
+        return text
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def scrub(text: str, error: BaseException) -> str:
+    """`text` (a message or traceback of `error`) with every database error in `error`'s
+    chain (its causes and contexts) cut to its `primary` message."""
+    for link in _chain(error):
+        if isinstance(link, psycopg.Error):
+            full, short = str(link), primary(link)
+            if full and full != short:
+                text = text.replace(full, short)
+    return text
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    pending: list[BaseException | None] = [error]
+    while pending:
+        link = pending.pop()
+        if link is None or any(link is s for s in seen):
+            continue
+        seen.append(link)
+        pending += [link.__cause__, link.__context__]
+        if isinstance(link, BaseExceptionGroup):
+            pending += list(link.exceptions)
+    return seen
+
+
+class Scrubbed(logging.Filter):
+    """A logging filter that cuts the database errors in a record (its arguments and its
+    traceback) to their primary message, so that no parameter the server quoted in them
+    reaches the logs. On each of shigoto's loggers that may log one:
+
+        logger.addFilter(SCRUBBED)
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and any(isinstance(e, psycopg.Error) for e in _chain(error)):
+            text = "".join(traceback.format_exception(error)).rstrip("\n")
+            record.exc_text = scrub(text, error)
+        if isinstance(record.args, tuple) and any(
+            isinstance(arg, BaseException) for arg in record.args
+        ):
+            record.args = tuple(
+                scrub(str(arg), arg) if isinstance(arg, BaseException) else arg
+                for arg in record.args
+            )
+        return True
+
+
+SCRUBBED = Scrubbed()

@@ -1,11 +1,17 @@
 """Writes job outcomes in batches: one statement for every outcome waiting, not one per job.
 
     acker.add(ack)                     # fire and forget; written with the next batch
-    applied = await acker.write(ack)   # wait for it (True if the row still belonged to us)
+    written = await acker.write(ack)   # wait for it: the outcome that applied, or None
 
 While a batch is being written, new outcomes gather for the next one, so the batch size
-follows the load with no added delay. A batch that cannot be written (the database is
-down) is kept and retried with backoff, never dropped. Progress reports ride along.
+follows the load with no added delay. A batch that cannot be written because the database
+is unreachable is kept and retried with backoff, never dropped. A batch the database
+refuses (an error about the data, never retried as such) is split until the outcome it
+refuses is found; that one is replaced by a failure that says why ("result could not be
+stored: ..."), and every other is written. Progress reports ride along.
+
+What waits here is bounded: past `MAX_PENDING` outcomes or `MAX_PENDING_BYTES` of results,
+`has_room` is False and producers wait (`await acker.room()`) before they claim more.
 """
 
 from __future__ import annotations
@@ -19,17 +25,23 @@ import psycopg
 
 from shigoto.db import execution
 from shigoto.db.execution import Ack
+from shigoto.db.faults import describe
 from shigoto.db.operations import Operation
 from shigoto.db.queries import Queries
 from shigoto.job import Job, JobState
 from shigoto.runtime.executor import error_entry
 from shigoto.runtime.retrying import TRANSIENT, Backoff
+from shigoto.worker import default_backoff
 
 logger = logging.getLogger("shigoto.acker")
 
 Database = Callable[[Operation[Any]], Awaitable[Any]]
+Waiter = asyncio.Future[Ack | None]
 
-BATCH = 1_000
+BATCH = 1_000  # outcomes per statement, at most
+BATCH_BYTES = 16 << 20  # results per statement, at most (but always one outcome)
+MAX_PENDING = 10_000  # outcomes waiting, beyond which producers stop claiming
+MAX_PENDING_BYTES = 64 << 20  # the same, in bytes of results
 
 
 class Acker:
@@ -46,28 +58,44 @@ class Acker:
         self._on_follow_up = on_follow_up  # jobs just finished may release others or end a batch
         self._q = queries
         self._node = node_id
-        self._pending: list[tuple[Ack, asyncio.Future[bool] | None]] = []
+        self._pending: list[tuple[Ack, Waiter | None]] = []
+        self._bytes = 0  # the results' size in `_pending`
         self._progress: dict[tuple[int, int], float] = {}
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._room = asyncio.Event()
+        self._room.set()
         self._loop = asyncio.get_running_loop()
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
-    def add(self, ack: Ack) -> None:
-        self._pending.append((ack, None))
+    @property
+    def has_room(self) -> bool:
+        """False while too many outcomes wait: claim no more jobs until `room()`."""
+        return self._room.is_set()
+
+    async def room(self) -> None:
+        """Wait until the outcomes waiting are back under the bounds."""
+        await self._room.wait()
+
+    def add(self, ack: Ack, done: Waiter | None = None) -> None:
+        """Queue `ack`; `done`, if given, gets what `write` returns."""
+        self._pending.append((ack, done))
+        self._bytes += ack.size
+        if len(self._pending) >= MAX_PENDING or self._bytes >= MAX_PENDING_BYTES:
+            self._room.clear()
         self._idle.clear()
         self._wake.set()
 
-    async def write(self, ack: Ack) -> bool:
-        """Queue `ack` and wait until it is written; True if it applied to the job."""
-        done: asyncio.Future[bool] = self._loop.create_future()
-        self._pending.append((ack, done))
-        self._idle.clear()
-        self._wake.set()
+    async def write(self, ack: Ack) -> Ack | None:
+        """Queue `ack` and wait until it is written: the outcome that applied (`ack`, or
+        the failure that replaced it if the database refused it), None if the job was no
+        longer this run's (cancelled or rescued meanwhile)."""
+        done: Waiter = self._loop.create_future()
+        self.add(ack, done)
         return await done
 
     def report_progress(self, job: Job, percent: float) -> None:
@@ -130,20 +158,86 @@ class Acker:
                 raise
         if not self._pending:
             return
-        batch = self._pending[:BATCH]
+        batch = self._next_batch()
+        written: dict[int, Ack] = {}  # by job id, as each part of the batch is written
+        complete = False
         try:
-            applied = await self._write([a for a, _ in batch])
+            await self._write_split([ack for ack, _ in batch], written, first=True)
+            complete = True
+        finally:
+            self._settle(batch, written, complete)
+
+    def _next_batch(self) -> list[tuple[Ack, Waiter | None]]:
+        size = 0
+        for count, (ack, _) in enumerate(self._pending[:BATCH]):
+            size += ack.size
+            if size > BATCH_BYTES and count > 0:
+                return self._pending[:count]
+        return self._pending[:BATCH]
+
+    def _settle(
+        self, batch: list[tuple[Ack, Waiter | None]], written: dict[int, Ack], complete: bool
+    ) -> None:
+        """Take `batch` (the head of the queue) off the queue and tell whoever waits; if an
+        outage cut it short, keep what was not written yet (what was is done with: written
+        again, it would read as not applied)."""
+        del self._pending[: len(batch)]
+        kept = []
+        for entry in batch:
+            ack, waiter = entry
+            if not complete and ack.id not in written:
+                kept.append(entry)
+                continue
+            self._bytes -= ack.size
+            if waiter is not None and not waiter.done():
+                waiter.set_result(written.get(ack.id))
+        self._pending[:0] = kept
+        if len(self._pending) < MAX_PENDING and self._bytes < MAX_PENDING_BYTES:
+            self._room.set()
+
+    async def _write_split(self, acks: list[Ack], written: dict[int, Ack], first: bool) -> None:
+        try:
+            applied = await self._write(acks)
         except TRANSIENT:
             raise
-        except psycopg.Error as error:
-            # Not the connection: something in this batch. Write each alone, so one bad
-            # outcome cannot hold up the others.
-            logger.error("a batch of outcomes was refused (%s); writing them one by one", error)
-            applied = await self._write_singly(batch)
-        del self._pending[: len(batch)]
-        for ack, done in batch:
-            if done is not None and not done.done():
-                done.set_result(ack.id in applied)
+        except Exception as error:
+            if not refused(error):
+                raise
+            if len(acks) == 1:
+                await self._refused(acks[0], error, written)
+                return
+            if first:
+                logger.error(
+                    "a batch of %d outcomes was refused (%s); looking for the one at fault",
+                    len(acks),
+                    describe(error),
+                )
+            half = len(acks) // 2
+            await self._write_split(acks[:half], written, first=False)
+            await self._write_split(acks[half:], written, first=False)
+            return
+        written.update((ack.id, ack) for ack in acks if ack.id in applied)
+
+    async def _refused(self, ack: Ack, error: Exception, written: dict[int, Ack]) -> None:
+        why = describe(error)  # never the detail or context: they may quote the outcome
+        logger.error("the outcome of job %s could not be stored: %s", ack.id, why)
+        fallback = _fallback(ack, why)
+        try:
+            applied = await self._write([fallback])
+        except TRANSIENT:
+            raise
+        except Exception as again:
+            if not refused(again):
+                raise
+            logger.error(
+                "job %s: not even a failure could be stored in place of its outcome (%s); "
+                "it stays executing until this node stops and it is rescued",
+                ack.id,
+                describe(again),
+            )
+            return
+        if fallback.id in applied:
+            written[fallback.id] = fallback
 
     async def _write(self, acks: list[Ack]) -> set[int]:
         settled: execution.Settled = await self._db(execution.ack(self._q, acks, node=self._node))
@@ -151,22 +245,29 @@ class Acker:
             self._on_follow_up()
         return settled.applied
 
-    async def _write_singly(self, batch: list[tuple[Ack, asyncio.Future[bool] | None]]) -> set[int]:
-        applied: set[int] = set()
-        for ack, _ in batch:
-            try:
-                applied |= await self._write([ack])
-            except TRANSIENT:
-                raise
-            except psycopg.Error as error:
-                logger.error("the outcome of job %s could not be stored: %s", ack.id, error)
-                fallback = _fallback(ack, error)
-                applied |= await self._write([fallback])
-        return applied
+
+def refused(error: BaseException) -> bool:
+    """Whether `error` is about the outcomes themselves: the server refused the statement
+    (any error with a SQLSTATE that is not a connection fault, which arrive here as
+    `DatabaseUnavailable`; a value over one of its limits is an `OperationalError` too), or
+    an outcome could not even be encoded. Retrying those would fail the same way for ever."""
+    if isinstance(error, psycopg.Error):
+        return error.sqlstate is not None
+    return isinstance(error, TypeError | ValueError)
 
 
-def _fallback(ack: Ack, error: psycopg.Error) -> Ack:
-    """A failed attempt that says why the real outcome could not be stored."""
-    message = f"the outcome ({ack.state.value}) could not be stored: {error}"
-    entry = error_entry(ack.attempt, None, kind="OutcomeNotStored", message=message)
-    return Ack(ack.id, ack.attempt, JobState.RETRYABLE, delay=60.0, error=entry)
+def _fallback(ack: Ack, why: str) -> Ack:
+    """A failed attempt in place of an outcome the database refused, saying why; retried
+    after the default backoff, or discarded on the job's last attempt."""
+    if ack.state is JobState.COMPLETED:
+        kind, message = "ResultNotStored", f"result could not be stored: {why}"
+    else:
+        kind, message = (
+            "OutcomeNotStored",
+            f"the outcome ({ack.state.value}) could not be stored: {why}",
+        )
+    entry = error_entry(ack.attempt, None, kind=kind, message=message)
+    if ack.max_attempts is not None and ack.attempt >= ack.max_attempts:
+        return Ack(ack.id, ack.attempt, JobState.DISCARDED, error=entry)
+    delay = default_backoff(ack.attempt)
+    return Ack(ack.id, ack.attempt, JobState.RETRYABLE, delay=delay, error=entry)

@@ -37,6 +37,7 @@ class JobRun:
     # The job has run (its outcome is known); what is left is writing it and calling the
     # hooks, which a cancel must not cut short.
     performed: bool = False
+    error: BaseException | None = None  # what made the run fail, if it failed
 
 
 _current: contextvars.ContextVar[JobRun] = contextvars.ContextVar("shigoto_current_job")

@@ -22,7 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from shigoto import _validate
+from shigoto import _json, _validate
+from shigoto.config import DEFAULT_MAX_RESULT_BYTES
+from shigoto.db import faults
 from shigoto.db.execution import Ack
 from shigoto.job import Job, JobState
 from shigoto.outcomes import (
@@ -30,6 +32,7 @@ from shigoto.outcomes import (
     Discard,
     InvalidJobError,
     Outcome,
+    ResultNotStored,
     RetryAfter,
     Snooze,
     UnknownWorkerError,
@@ -39,6 +42,7 @@ from shigoto.runtime.context import JobRun
 from shigoto.worker import FunctionWorker, Worker, WorkerRegistry, default_backoff
 
 logger = logging.getLogger("shigoto.executor")
+logger.addFilter(faults.SCRUBBED)  # the workers' own hooks may fail with a database error
 
 MAX_TRACEBACK = 16_000  # characters kept per error entry (the end, where the cause is)
 MAX_MESSAGE = 4_000
@@ -60,7 +64,10 @@ def error_entry(
     """One element of a job's `errors`: {attempt, at, error, message, traceback}."""
     trace = None
     if error is not None and error.__traceback__ is not None:
-        trace = _storable("".join(traceback.format_exception(error)), MAX_TRACEBACK)
+        # A database error is cut to its primary message: what the server adds to it may
+        # quote the statement's parameters (job args, results).
+        trace = faults.scrub("".join(traceback.format_exception(error)), error)
+        trace = _storable(trace, MAX_TRACEBACK)
     if kind is None and error is not None:
         cls = type(error)
         kind = (
@@ -72,9 +79,13 @@ def error_entry(
         "attempt": attempt,
         "at": datetime.now(UTC).isoformat(),
         "error": kind or "Error",
-        "message": _storable(message or (str(error) if error is not None else ""), MAX_MESSAGE),
+        "message": _storable(message or _message(error), MAX_MESSAGE),
         "traceback": trace,
     }
+
+
+def _message(error: BaseException | None) -> str:
+    return "" if error is None else faults.scrub(str(error), error)
 
 
 def runs_in_thread(worker: type[Worker]) -> bool:
@@ -87,9 +98,17 @@ def runs_in_thread(worker: type[Worker]) -> bool:
 class Executor:
     """Runs jobs; shares one bounded thread pool among the sync workers of a node."""
 
-    def __init__(self, workers: WorkerRegistry, *, threads: int, node_id: str) -> None:
+    def __init__(
+        self,
+        workers: WorkerRegistry,
+        *,
+        threads: int,
+        node_id: str,
+        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+    ) -> None:
         self.workers = workers
         self.node_id = node_id
+        self.max_result_bytes = max_result_bytes
         self._threads = threads
         self._pool: ThreadPoolExecutor | None = None
         # The runs under way, by id(run): their deadline (loop time) and task. One alarm,
@@ -156,7 +175,7 @@ class Executor:
             # Interrupted, whatever the worker turned the cancellation into (an error raised
             # from its cleanup, say): an interruption is not the job's failure.
             return self._interrupted(run, worker, task)
-        return self._ack(worker, job, outcome)
+        return self._ack(worker, run, outcome)
 
     def abandon_threads(self) -> None:
         """From now on, a plain-function run that is interrupted ends at once, its thread
@@ -248,6 +267,7 @@ class Executor:
             task.uncancel()  # our own cancellation, dealt with: the task goes on normally
             timeout = type(worker).timeout
             failure = TimeoutError(f"timed out after {timeout:g}s")
+            run.error = failure
             return self._failure(
                 job, None, self._backoff(worker, job, failure), "TimeoutError", str(failure)
             )
@@ -268,7 +288,10 @@ class Executor:
         # A graceful stop: back to the queue at once, the attempt refunded.
         return Ack(job.id, job.attempt, JobState.AVAILABLE, refund=True)
 
-    def _ack(self, worker: Worker, job: Job, outcome: object) -> Ack:
+    def _ack(self, worker: Worker, run: JobRun, outcome: object) -> Ack:
+        job = run.job
+        if outcome is None:  # most jobs: nothing to check
+            return Ack(job.id, job.attempt, JobState.COMPLETED, max_attempts=job.max_attempts)
         if isinstance(outcome, Snooze):
             state = JobState.SCHEDULED if outcome.seconds > 0 else JobState.AVAILABLE
             return Ack(job.id, job.attempt, state, refund=True, delay=outcome.seconds)
@@ -280,19 +303,52 @@ class Executor:
             message = outcome.reason or f"retry after {outcome.seconds:g}s"
             return self._failure(job, None, outcome.seconds, "RetryAfter", message)
         if isinstance(outcome, BaseException):
+            run.error = outcome
             return self._failure(job, outcome, self._backoff(worker, job, outcome))
         try:
-            result = _validate.json_value(outcome, "result")
-        except InvalidJobError as error:
+            result, size = self._storable_result(outcome)
+        except ResultNotStored as error:
+            run.error = error
             return self._failure(job, error, self._backoff(worker, job, error))
-        return Ack(job.id, job.attempt, JobState.COMPLETED, result=result)
+        return Ack(
+            job.id,
+            job.attempt,
+            JobState.COMPLETED,
+            result=result,
+            size=size,
+            max_attempts=job.max_attempts,
+        )
+
+    def _storable_result(self, value: object) -> tuple[Any, int]:
+        """`value` as the result to store, and its size as JSON in bytes; `ResultNotStored`
+        if it is not JSON, does not read back as itself, or is over `max_result_bytes`."""
+        limit = self.max_result_bytes
+        if type(value) is str and len(value) > limit:  # refused without encoding it
+            raise ResultNotStored(
+                f"a string of {len(value):,} characters, more than max_result_bytes ({limit:,})"
+            )
+        try:
+            result = _validate.json_value(value, "result")
+            # What the acker will send: an integer too long for JSON, a mapping that is not
+            # a dict, any object the checks let by fails here, on this job, not in a batch.
+            text = _json.dumps(result)
+        except InvalidJobError as error:
+            raise ResultNotStored(str(error)) from error
+        except (TypeError, ValueError, RecursionError) as error:
+            raise ResultNotStored(f"it cannot be written as JSON ({error})") from error
+        size = len(text) if text.isascii() else len(text.encode())
+        if size > limit:
+            raise ResultNotStored(
+                f"it is {size:,} bytes as JSON, more than max_result_bytes ({limit:,})"
+            )
+        return result, size
 
     @staticmethod
     def _ended(job: Job, state: JobState, kind: str, reason: str) -> Ack:
         """The worker ended the job itself (`Cancel`, `Discard`); the reason is recorded."""
         message = reason or f"{state.value} by the worker"
         entry = error_entry(job.attempt, None, kind=kind, message=message)
-        return Ack(job.id, job.attempt, state, error=entry)
+        return Ack(job.id, job.attempt, state, error=entry, max_attempts=job.max_attempts)
 
     def _failure(
         self,
@@ -304,9 +360,13 @@ class Executor:
     ) -> Ack:
         entry = error_entry(job.attempt, error, kind=kind, message=message)
         if job.attempt >= job.max_attempts:
-            return Ack(job.id, job.attempt, JobState.DISCARDED, error=entry)
+            return Ack(
+                job.id, job.attempt, JobState.DISCARDED, error=entry, max_attempts=job.max_attempts
+            )
         state = JobState.RETRYABLE if delay > 0 else JobState.AVAILABLE
-        return Ack(job.id, job.attempt, state, delay=delay, error=entry)
+        return Ack(
+            job.id, job.attempt, state, delay=delay, error=entry, max_attempts=job.max_attempts
+        )
 
     def _backoff(self, worker: Worker, job: Job, error: BaseException) -> float:
         """The worker's backoff for this attempt, or the default if it misbehaves."""

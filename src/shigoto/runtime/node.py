@@ -29,11 +29,12 @@ import psycopg
 
 from shigoto import _validate as check
 from shigoto._version import __version__
-from shigoto.db import execution
+from shigoto.db import execution, faults
 from shigoto.db.operations import Operation
 from shigoto.job import Job, JobState
 from shigoto.runtime.acker import Acker
 from shigoto.runtime.executor import Executor
+from shigoto.runtime.finish import Finisher
 from shigoto.runtime.heartbeat import Heartbeat
 from shigoto.runtime.leader import Leader
 from shigoto.runtime.lifeline import Lifeline
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from shigoto.app import Shigoto
 
 logger = logging.getLogger("shigoto.node")
+logger.addFilter(faults.SCRUBBED)  # a component or a hook may crash with a database error
 
 # A stop's steps that need the database, after its jobs, share this many seconds.
 STOP_WRITES_TIMEOUT = 3.0
@@ -74,7 +76,13 @@ class Node:
         for name, limit in self.queues.items():
             check.queue(name, "queues")
             check.integer(limit, f"queues[{name!r}]", (1, 10_000))
-        self.executor = Executor(app.workers, threads=self.config.thread_count, node_id=self.id)
+        self.executor = Executor(
+            app.workers,
+            threads=self.config.thread_count,
+            node_id=self.id,
+            max_result_bytes=self.config.max_result_bytes,
+        )
+        self._finisher = Finisher(on_discard=self.executor.on_discard)
         self.producers: dict[str, Producer] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._acker: Acker | None = None
@@ -131,6 +139,10 @@ class Node:
 
     def _start_components(self) -> None:
         q = self.app.queries
+        self._finisher = Finisher(
+            on_discard=self.executor.on_discard,
+            on_stopped=self._job_stopped if self.app.job_hooks else None,
+        )
         self._stager = Stager(
             db=self._db,
             queries=q,
@@ -344,7 +356,7 @@ class Node:
             may_claim=self._may_claim,
             fair=name in self.config.fair_queues,
             on_follow_up=self._stager.poke,
-            on_stopped=self._job_stopped if self.app.job_hooks else None,
+            finisher=self._finisher,
             fresh_for=self.config.claim_window,
             prefetch=self.config.prefetch,
         )
@@ -441,18 +453,17 @@ class Node:
     async def _rescued(self, jobs: list[Job]) -> None:
         for queue in {job.queue for job in jobs if job.state is JobState.AVAILABLE}:
             self._wake(queue)
-        for job in jobs:
-            if job.state is JobState.DISCARDED:
-                await self.executor.on_discard(job)
+        for job in jobs:  # their run (here, before a crash elsewhere) failed: NodeLost
+            await self._finisher.stopped(job)
 
-    def _job_stopped(self, job: Job) -> None:
-        self._call_hooks(self.app.job_hooks, job)
+    async def _job_stopped(self, job: Job, will_retry: bool) -> None:
+        self._call_hooks(self.app.job_hooks, job, will_retry)
 
-    def _call_hooks(self, hooks: list[Callable[[Any], object]], subject: object) -> None:
+    def _call_hooks(self, hooks: list[Callable[..., object]], *args: object) -> None:
         """Run the app's hooks for a stopped job or a closed batch, without holding up the
         runtime; an error in a hook is logged, never raised into it."""
         for hook in hooks:
-            self._spawn(f"hook:{id(subject)}:{id(hook)}", _hook_call(hook, subject), restart=False)
+            self._spawn(f"hook:{id(args[0])}:{id(hook)}", _hook_call(hook, *args), restart=False)
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -515,11 +526,11 @@ class Node:
 
 
 def _hook_call(
-    hook: Callable[[Any], object], subject: object
+    hook: Callable[..., object], *args: object
 ) -> Callable[[], Coroutine[Any, Any, None]]:
     async def call() -> None:
         try:
-            outcome = hook(subject)
+            outcome = hook(*args)
             if inspect.isawaitable(outcome):
                 await outcome
         except Exception:

@@ -13,31 +13,38 @@ refunded, if this node stops or pauses before starting it.
 While it expects to claim again soon, the outcomes of its finished jobs wait in its outbox
 and ride with the next claim: one statement and one commit for both, which is what a busy
 node spends most of its database time on. Whenever it will not claim, it hands them to the
-acker instead, so an outcome never waits for work that may not come.
+acker instead, so an outcome never waits for work that may not come. Each run ends through
+the finisher (`runtime.finish`), for which the producer is the outlet that writes.
+
+While the acker has too many outcomes waiting (the database is slow or away), the producer
+claims nothing until it has room again: outcomes cannot pile up without bound.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import psycopg
-
-from shigoto.db import execution
+from shigoto.db import execution, faults
 from shigoto.db.execution import Ack
 from shigoto.db.operations import Operation
 from shigoto.db.queries import Queries
 from shigoto.job import Job, JobState
-from shigoto.runtime.acker import Acker
+from shigoto.runtime.acker import Acker, refused
 from shigoto.runtime.context import JobRun
 from shigoto.runtime.executor import Executor
+from shigoto.runtime.finish import Finisher
 from shigoto.runtime.retrying import TRANSIENT, Backoff
 from shigoto.runtime.slots import Slots
 
 logger = logging.getLogger("shigoto.producer")
+logger.addFilter(faults.SCRUBBED)  # a database error from the executor
+
+# Results riding with one claim, at most: a claim stays a small statement; bigger results
+# go to the acker, which bounds its batches by size.
+OUTBOX_BYTES = 1 << 20
 
 
 class Producer:
@@ -58,7 +65,7 @@ class Producer:
         may_claim: Callable[[], bool] = lambda: True,
         fair: bool = False,
         on_follow_up: Callable[[], None] = lambda: None,
-        on_stopped: Callable[[Job], None] | None = None,
+        finisher: Finisher | None = None,
         prefetch: int = 0,
     ) -> None:
         self.queue = queue
@@ -75,9 +82,7 @@ class Producer:
         self._fresh_for = fresh_for
         self._fair = fair
         self._last: Job | None = None  # a fair queue's next claim starts after its partition
-        # Told of each job run here that completed or was discarded (the app's hooks); None
-        # when there are none, so a busy node builds no Job copies for nobody.
-        self._on_stopped = on_stopped
+        self._finisher = finisher or Finisher(on_discard=executor.on_discard)
         self._on_follow_up = on_follow_up  # jobs just finished may release others or end a batch
         # Claimed jobs, running or waiting for a slot (`_held`, with a prefetch). Keyed by
         # (job id, attempt): after a rescue this node may claim a job again while its old
@@ -93,14 +98,20 @@ class Producer:
         self._claim_settled = asyncio.Event()
         self._claim_settled.set()
         self._outbox: list[Ack] = []  # outcomes to write with the next claim
+        self._outbox_bytes = 0  # their results' size
+        # Runs waiting for their outcome to be written (for their hooks): by id(ack).
+        self._waiters: dict[int, asyncio.Future[Ack | None]] = {}
+        # Runs that have performed and now only wait for their write: they hold no slot.
+        self._finishing = 0
 
     @property
     def free(self) -> int:
         """How many jobs to claim: none while every slot has a job (running or held), else
         enough for the free slots and the prefetch."""
-        if len(self.running) >= self.limit:
+        busy = len(self.running) - self._finishing
+        if busy >= self.limit:
             return 0
-        return self.limit + self.prefetch - len(self.running)
+        return self.limit + self.prefetch - busy
 
     def wake(self) -> None:
         """There may be new jobs (an insert, a staged or rescued job, a reconnect)."""
@@ -120,6 +131,11 @@ class Producer:
         backoff = Backoff()
         while True:
             if self._will_claim():
+                if not self._acker.has_room:
+                    # Too many outcomes wait to be written: claim no more until they are.
+                    self._hand_over()
+                    await self._acker.room()
+                    continue
                 try:
                     await self._claim()
                     backoff.reset()
@@ -149,7 +165,7 @@ class Producer:
 
     async def _claim_once(self) -> None:
         wanted = self.free
-        acks, self._outbox = self._outbox, []
+        acks, self._outbox, self._outbox_bytes = self._outbox, [], 0
         self._woken = False
         try:
             settled = await self._db(
@@ -167,14 +183,21 @@ class Producer:
         except BaseException as error:
             # Written or not, the acker writes them again (an outcome applies only once).
             for ack in acks:
-                self._acker.add(ack)
-            if acks and isinstance(error, psycopg.Error) and not isinstance(error, TRANSIENT):
+                self._acker.add(ack, self._waiters.pop(id(ack), None))
+            if acks and refused(error):
                 # Perhaps one of the outcomes: the acker finds it; claim alone next time.
-                logger.warning("queue %s: claim with outcomes refused: %s", self.queue, error)
+                logger.warning(
+                    "queue %s: claim with outcomes refused: %s", self.queue, faults.describe(error)
+                )
                 return
             raise
         if settled.follow_up:
             self._on_follow_up()
+        if self._waiters:
+            for ack in acks:
+                waiter = self._waiters.pop(id(ack), None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(ack if ack.id in settled.applied else None)
         if settled.claimed and self._fair:
             self._last = settled.claimed[-1]
         # More may wait if the claim filled every slot, or if new jobs were announced
@@ -192,9 +215,42 @@ class Producer:
 
     def _hand_over(self) -> None:
         """Outcomes must not wait for a claim that is not coming: give them to the acker."""
-        acks, self._outbox = self._outbox, []
+        acks, self._outbox, self._outbox_bytes = self._outbox, [], 0
         for ack in acks:
+            self._acker.add(ack, self._waiters.pop(id(ack), None))
+
+    # -- the outlet of the finisher ------------------------------------------------------------
+
+    def post(self, ack: Ack) -> None:
+        """Write `ack` with the next claim if one is coming (`_finished` wakes the loop,
+        which claims with it), else through the acker."""
+        if self._rides(ack):
+            self._outbox.append(ack)
+            self._outbox_bytes += ack.size
+        else:
             self._acker.add(ack)
+
+    async def write(self, ack: Ack) -> Ack | None:
+        """Write `ack` as `post` does, and wait for it; meanwhile its run no longer counts
+        against the queue's limit (its slot is free: a claim may come for it now)."""
+        waiter: asyncio.Future[Ack | None] = asyncio.get_running_loop().create_future()
+        if self._rides(ack):
+            self._outbox.append(ack)
+            self._outbox_bytes += ack.size
+            self._waiters[id(ack)] = waiter
+        else:
+            self._acker.add(ack, waiter)
+        self._finishing += 1
+        self._wake.set()
+        try:
+            return await waiter
+        finally:
+            self._finishing -= 1
+
+    def _rides(self, ack: Ack) -> bool:
+        """Whether `ack` goes with the next claim: one is coming, and the outbox is small
+        enough for it (big results take the acker's batches)."""
+        return self._claiming and self._more and self._outbox_bytes + ack.size <= OUTBOX_BYTES
 
     def _start(self, job: Job) -> None:
         # A run of an earlier attempt still here lost its job to a rescue: stop it.
@@ -234,22 +290,9 @@ class Producer:
         run.performed = True
         if ack is None:  # stopped because the job is no longer ours (cancelled, rescued)
             return
-        if ack.state is not JobState.DISCARDED:
-            if self._claiming and self._more:
-                self._outbox.append(ack)  # `_finished` wakes the loop, which claims with it
-            else:
-                self._acker.add(ack)
-            if ack.state is JobState.COMPLETED and self._on_stopped is not None:
-                self._on_stopped(
-                    dataclasses.replace(run.job, state=ack.state, result=ack.result, progress=100)
-                )
-            return
-        if await self._acker.write(ack):
-            errors = run.job.errors + ([ack.error] if ack.error else [])
-            discarded = dataclasses.replace(run.job, state=JobState.DISCARDED, errors=errors)
-            if self._on_stopped is not None:
-                self._on_stopped(discarded)
-            await self._executor.on_discard(discarded)
+        pending = self._finisher.finish(run, ack, self)
+        if pending is not None:
+            await pending
 
     async def _slot_for(self, run: JobRun) -> bool:
         """Wait for a slot (a prefetched job); False if the job was stopped meanwhile."""
@@ -307,6 +350,7 @@ class Producer:
         if deadline is None:
             deadline = loop.time() + timeout
         self._claiming = False
+        self._hand_over()  # no claim is coming for the outcomes waiting for one
         self.release_held("shutdown")
         jobs = [task for task, _ in self.running.values()]
         if jobs and timeout > 0:
