@@ -352,3 +352,29 @@ async def test_an_outcome_the_database_refuses_is_a_failure_and_no_secret_is_tol
     finally:
         await app.stop(timeout=0)
         await app.close()
+
+
+async def test_a_node_claims_nothing_while_too_many_outcomes_wait(fast_app: Shigoto) -> None:
+    from shigoto.db.execution import Ack
+    from shigoto.runtime.acker import MAX_PENDING, MAX_PENDING_BYTES
+
+    @fast_app.worker(name="plain")
+    async def plain() -> str:
+        return "done"
+
+    await fast_app.start()
+    node = fast_app.node
+    assert node is not None and node._acker is not None
+    acker = node._acker
+    await node._cancel("acker")  # nothing is written meanwhile: what is added stays
+    for n in range(MAX_PENDING):  # outcomes of runs this node does not own: none applies
+        acker.add(Ack(10**9 + n, 1, JobState.COMPLETED))
+    assert not acker.has_room
+    job = await plain.enqueue()
+    await asyncio.sleep(1.0)  # five poll intervals, and the insert's notification
+    assert (await fast_app.get_job(job.id)).state is JobState.AVAILABLE  # type: ignore[union-attr]
+
+    node._spawn("acker", acker.run)
+    acker.add(Ack(10**9 - 1, 1, JobState.COMPLETED, size=MAX_PENDING_BYTES))  # bytes count too
+    assert (await _final(fast_app, job.id)).state is JobState.COMPLETED
+    assert acker.pending == 0 and acker.has_room
