@@ -237,8 +237,8 @@ def test_whatever_a_worker_returns_or_raises_the_node_carries_on(
     if done.state is JobState.COMPLETED:
         assert _same(result, done.result)
     else:
-        assert done.errors[-1]["error"] == "shigoto.outcomes.InvalidJobError"
-        assert done.errors[-1]["message"].startswith("result")
+        assert done.errors[-1]["error"] == "shigoto.outcomes.ResultNotStored"
+        assert done.errors[-1]["message"].startswith("result could not be stored: ")
     failed = sync_app.sync.get_job(bad.id)
     assert failed is not None and failed.state is JobState.DISCARDED
     assert failed.errors[-1]["error"] == "ValueError"
