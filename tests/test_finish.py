@@ -28,7 +28,7 @@ from shigoto import (
     _validate,
 )
 from shigoto.testing import InlineJobFailed, drain_queue, inline
-from tests.conftest import FAST, wait_until
+from tests.conftest import FAST, start_node, wait_until
 
 # What each worker below does, and the hook calls its job must bring: (state, will_retry),
 # one per run that ended it or failed.
@@ -398,3 +398,40 @@ async def test_a_node_claims_nothing_while_too_many_outcomes_wait(fast_app: Shig
     acker.add(Ack(10**9 - 1, 1, JobState.COMPLETED, size=MAX_PENDING_BYTES))  # bytes count too
     assert (await _final(fast_app, job.id)).state is JobState.COMPLETED
     assert acker.pending == 0 and acker.has_room
+
+
+async def test_the_node_that_rescues_a_dead_nodes_jobs_calls_the_hooks(
+    app: Shigoto, ledger: Any, nodes: Any, dsn: str, schema: str
+) -> None:
+    """A run cut short by its node's death is a failed run: the node that rescues it calls
+    the hooks for it (and `on_discard`, for one on its last attempt)."""
+    victim = start_node(nodes, dsn, schema, queues="slow=2")
+    again = await app.insert(JobSpec.build("ledger.sleep", {"seconds": 60}, queue="slow"))
+    last = await app.insert(
+        JobSpec.build("ledger.sleep", {"seconds": 60}, queue="slow", max_attempts=1)
+    )
+
+    async def both_started() -> bool:
+        return len(await ledger("SELECT job_id FROM {} WHERE event = 'start'")) == 2
+
+    await wait_until(both_started, timeout=30)
+    victim.kill()
+    victim.wait()
+
+    survivor = Shigoto(dsn=dsn, schema=schema, **FAST)  # type: ignore[arg-type]
+    calls: list[tuple[int, JobState, bool, str]] = []
+
+    @survivor.on_job_stopped
+    def seen(job: Job, will_retry: bool) -> None:
+        calls.append((job.id, job.state, will_retry, job.errors[-1]["error"]))
+
+    await survivor.start(queues={})  # runs nothing itself: it only rescues
+    try:
+        await wait_until(lambda: asyncio.sleep(0, len(calls) == 2), timeout=30)
+    finally:
+        await survivor.stop(timeout=0)
+        await survivor.close()
+    assert sorted(calls) == [
+        (again.id, JobState.AVAILABLE, True, "NodeLost"),
+        (last.id, JobState.DISCARDED, False, "NodeLost"),
+    ]
