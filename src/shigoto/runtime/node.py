@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
+from psycopg_pool import AsyncConnectionPool
 
 from shigoto import _validate as check
 from shigoto._version import __version__
@@ -58,6 +59,10 @@ STOP_WRITES_TIMEOUT = 3.0
 # A component gets this long to end once cancelled (within a stop, no longer than the
 # stop's deadline).
 CANCEL_TIMEOUT = 10.0
+# The most statements a node's components run at once besides one claim per queue: the
+# acker, stager, lifeline (rescue, audit), leader, scheduler, pruner, vacuumer and the
+# listener's probe. The node's own pool has that many connections at most, made as needed.
+NODE_STATEMENTS = 8
 
 T = TypeVar("T")
 
@@ -97,6 +102,7 @@ class Node:
         self.paused = False
         self.leader: Leader | None = None
         self.vacuumer: Vacuumer | None = None
+        self._pool: AsyncConnectionPool | None = None
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -105,9 +111,18 @@ class Node:
             return
         q = self.app.queries
         meta = {"version": __version__}
-        # Registered before anything is claimed: rescue trusts the nodes table (D3).
-        await self._db(execution.register_node(q, self.id, self.queues, meta))
-        await self.app._declare_schedules()
+        # The runtime's statements have connections of their own: jobs holding every
+        # connection of the app's pool (app.connection()) never hold up a claim or an ack.
+        self._pool = await self.app._open_pool(
+            "shigoto-node", 1, len(self.queues) + NODE_STATEMENTS
+        )
+        try:
+            # Registered before anything is claimed: rescue trusts the nodes table (D3).
+            await self._db(execution.register_node(q, self.id, self.queues, meta))
+            await self.app._declare_schedules()
+        except BaseException:
+            await self._close_pool()
+            raise
         self._heart = Heartbeat(
             connect=self.app._connect_heartbeat,
             queries=q,
@@ -129,6 +144,7 @@ class Node:
             for name in list(self._tasks):
                 await self._cancel(name)
             await self._stop_threads()
+            await self._close_pool()
             raise
         self.started = True
         logger.info(
@@ -255,6 +271,7 @@ class Node:
             "deregister",
             self._db(execution.remove_node(self.app.queries, self.id)),
         )
+        await self._close_pool(min(max(deadline - loop.time(), 0.0), 1.0))
         self.executor.close()
         self.started = False
         self._stopping = False
@@ -468,7 +485,13 @@ class Node:
     # -- plumbing ----------------------------------------------------------------------------
 
     async def _db(self, operation: Operation[Any], *, transaction: bool = False) -> Any:
-        return await self.app._run(operation, transaction=transaction)
+        assert self._pool is not None, "the node's statements run between start and stop"
+        return await self.app._run_in(self._pool, operation, transaction=transaction)
+
+    async def _close_pool(self, timeout: float = 1.0) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close(timeout)
 
     def _may_claim(self) -> bool:
         return not self.paused and (self._lifeline is None or self._lifeline.healthy)
