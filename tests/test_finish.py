@@ -435,3 +435,43 @@ async def test_the_node_that_rescues_a_dead_nodes_jobs_calls_the_hooks(
         (again.id, JobState.AVAILABLE, True, "NodeLost"),
         (last.id, JobState.DISCARDED, False, "NodeLost"),
     ]
+
+
+async def test_outcomes_wait_while_the_database_refuses_every_write(app: Shigoto, dsn: str) -> None:
+    """A database that refuses every write (read-only, as after a failover) is waited out:
+    the outcome is neither dropped nor replaced by a failure, and is written once it can."""
+    from shigoto.db import execution
+    from shigoto.db.execution import Ack
+    from shigoto.runtime.acker import Acker
+
+    read_only = make_conninfo(dsn, options="-c default_transaction_read_only=on")
+    refusing = Shigoto(dsn=read_only, schema=app.config.schema)
+    tries: list[str] = []
+
+    async def db(operation: Any) -> Any:
+        tries.append("read-only" if refuse else "writable")
+        return await (refusing if refuse else app)._run(operation)
+
+    refuse = True
+    await app._run(execution.register_node(app.queries, "n1", {"default": 1}, {}))
+    job = await app.insert(JobSpec.build("anything"))
+    claim = execution.claim(app.queries, queue="default", limit=1, node="n1", fresh_for=30)
+    [claimed] = await app._run(claim)
+    acker = Acker(db, app.queries, "n1")
+    writer = asyncio.create_task(acker.run())
+    try:
+        done = asyncio.ensure_future(
+            acker.write(Ack(job.id, claimed.attempt, JobState.COMPLETED, result="ok"))
+        )
+        await wait_until(lambda: asyncio.sleep(0, tries.count("read-only") >= 4))
+        assert not done.done()
+        still = await app.get_job(job.id)
+        assert still is not None and still.state is JobState.EXECUTING and still.errors == []
+        refuse = False
+        written = await asyncio.wait_for(done, 20)
+        assert written is not None and written.state is JobState.COMPLETED
+        stored = await app.get_job(job.id)
+        assert stored is not None and (stored.state, stored.result) == (JobState.COMPLETED, "ok")
+    finally:
+        writer.cancel()
+        await refusing.close()

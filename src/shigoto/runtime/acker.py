@@ -29,6 +29,7 @@ from shigoto.db.faults import describe
 from shigoto.db.operations import Operation
 from shigoto.db.queries import Queries
 from shigoto.job import Job, JobState
+from shigoto.outcomes import DatabaseUnavailable
 from shigoto.runtime.executor import error_entry
 from shigoto.runtime.retrying import TRANSIENT, Backoff
 from shigoto.worker import default_backoff
@@ -229,13 +230,12 @@ class Acker:
         except Exception as again:
             if not refused(again):
                 raise
-            logger.error(
-                "job %s: not even a failure could be stored in place of its outcome (%s); "
-                "it stays executing until this node stops and it is rescued",
-                ack.id,
-                describe(again),
-            )
-            return
+            # The failure is our own few words: if it is refused too, the database refuses
+            # every write (read-only after a failover, its schema gone), whatever the
+            # outcome. Waited out as an outage: everything stays queued, tried again later.
+            raise DatabaseUnavailable(
+                f"the database refuses every outcome: {describe(again)}"
+            ) from again
         if fallback.id in applied:
             written[fallback.id] = fallback
 
