@@ -206,3 +206,29 @@ async def test_calls_fail_fast_while_the_database_is_down_and_work_once_it_is_ba
             process.terminate()
             process.wait(timeout=30)
         await app.close()
+
+
+async def test_a_node_works_on_after_its_pooled_connections_were_terminated(
+    private_server: Path, nodes: list[subprocess.Popen[bytes]]
+) -> None:
+    dsn = embedded_dsn(private_server)
+    app = Shigoto(dsn=dsn, schema="purge_node")
+    await app.migrate()
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        await conn.execute(sql.SQL(LEDGER).format(ledger_table("purge_node")))
+    node = start_node(nodes, dsn, "purge_node", heartbeat_interval=5, rescue_after=60)
+    try:
+        for _ in range(3):
+            jobs = await app.insert_all([JobSpec.build("ledger.noop") for _ in range(10)])
+            for job in jobs:
+                done = await app.wait_for(job.id, timeout=30)
+                assert (done.state, done.errors) == (JobState.COMPLETED, [])
+            # Every pooled connection of the node's, the app's and the jobs': an operator
+            # purging the server's sessions, while the node idles between jobs.
+            assert await _purge(dsn) >= 2
+    finally:
+        node.terminate()
+        output = (await asyncio.to_thread(node.communicate, timeout=30))[0].decode()
+        await app.close()
+    # Nothing failed on the way: no claim, outcome or job statement met a dead connection.
+    assert "AdminShutdown" not in output and "retrying" not in output, output
