@@ -15,7 +15,7 @@ from shigoto import InvalidJobError, Job, JobSpec, JobState, Shigoto
 @pytest.fixture
 def greet(app: Shigoto):
     @app.worker(name="greet", queue="greetings", tags=["hello"])
-    async def greet(name: str = "") -> None: ...
+    async def greet(name: str = "", n: int = 0) -> None: ...
 
     return greet
 

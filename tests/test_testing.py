@@ -14,7 +14,7 @@ from shigoto.testing import InlineJobFailed, inline, manual
 @pytest.fixture
 def workers(app: Shigoto):
     @app.worker(name="emails.send", queue="emails", tags=["mail"])
-    async def send(to: str) -> str:
+    async def send(to: str, extra: object = None) -> str:
         return f"sent to {to}"
 
     @app.worker(name="broken")

@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shigoto import (
     ConfigurationError,
+    Daily,
     DuplicateWorkerError,
+    Every,
     InvalidJobError,
+    InvalidScheduleError,
     JobSpec,
+    RetryAfter,
     Shigoto,
     ShigotoError,
+    Snooze,
+    Unique,
     Worker,
 )
+from shigoto.testing import manual
 
 
 @pytest.fixture
@@ -245,3 +256,293 @@ def test_a_long_key_is_cut_in_the_error_path_so_the_message_stays_readable() -> 
     message = str(caught.value)
     assert message.startswith('args["xxx') and "…" in message
     assert len(message) < 200
+
+
+# -- the edges: every rejection a ShigotoError naming the field, never a raw error ---------
+
+TOO_LONG = 10**4300  # 4,301 digits: one more than Python converts to text by default
+
+
+def _case(name: str, call: Callable[[Any], Any], error: type[ShigotoError], field: str):
+    return pytest.param(call, error, field, id=name)
+
+
+# Each call gets the async app or its sync facade (the same names on both).
+EDGE_CASES = [
+    _case("int args", lambda a: a.enqueue("greet", {"n": TOO_LONG}), InvalidJobError, 'args["n"]'),
+    _case(
+        "negative int, nested",
+        lambda a: a.enqueue("greet", {"x": [{"n": -TOO_LONG}]}),
+        InvalidJobError,
+        'args["x"][0]["n"]',
+    ),
+    _case(
+        "int meta",
+        lambda a: a.enqueue("greet", {}, meta={"n": TOO_LONG}),
+        InvalidJobError,
+        'meta["n"]',
+    ),
+    _case(
+        "int schedule args",
+        lambda a: a.schedule("s", "0 3 * * *", "greet", {"n": TOO_LONG}),
+        InvalidJobError,
+        'args["n"]',
+    ),
+    _case(
+        "int priority",
+        lambda a: a.enqueue("greet", {}, priority=TOO_LONG),
+        InvalidJobError,
+        "priority",
+    ),
+    _case(
+        "scheduled_in",
+        lambda a: a.enqueue("greet", {}, scheduled_in=1e300),
+        InvalidJobError,
+        "scheduled_in",
+    ),
+    _case(
+        "scheduled_in int",
+        lambda a: a.enqueue("greet", {}, scheduled_in=TOO_LONG),
+        InvalidJobError,
+        "scheduled_in",
+    ),
+    _case(
+        "scheduled_in nan",
+        lambda a: a.enqueue("greet", {}, scheduled_in=float("nan")),
+        InvalidJobError,
+        "scheduled_in",
+    ),
+    _case(
+        "unique period",
+        lambda a: a.enqueue("greet", {}, unique=Unique(period=1e300)),
+        InvalidJobError,
+        "unique.period",
+    ),
+    _case(
+        "debounce",
+        lambda a: a.enqueue("greet", {}, unique=Unique(debounce=1e300)),
+        InvalidJobError,
+        "unique.debounce",
+    ),
+    _case(
+        "older_than",
+        lambda a: a.delete_finished(older_than=1e300),
+        InvalidJobError,
+        "older_than",
+    ),
+    _case(
+        "depends_on",
+        lambda a: a.enqueue("greet", {}, depends_on=[2**63]),
+        InvalidJobError,
+        "depends_on",
+    ),
+    _case(
+        "depends_on huge",
+        lambda a: a.enqueue("greet", {}, depends_on=[TOO_LONG]),
+        InvalidJobError,
+        "depends_on",
+    ),
+    _case("get_job str", lambda a: a.get_job("1 or 1=1"), InvalidJobError, "job_id"),
+    _case("get_job bool", lambda a: a.get_job(True), InvalidJobError, "job_id"),
+    _case("get_job 2**63", lambda a: a.get_job(2**63), InvalidJobError, "job_id"),
+    _case("cancel str", lambda a: a.cancel("1"), InvalidJobError, "job_id"),
+    _case("retry float", lambda a: a.retry(1.0), InvalidJobError, "job_id"),
+    _case("delete str", lambda a: a.delete("1; DROP TABLE jobs"), InvalidJobError, "job_id"),
+    _case("pause_job", lambda a: a.pause_job(None), InvalidJobError, "job_id"),
+    _case("resume_job", lambda a: a.resume_job(-1), InvalidJobError, "job_id"),
+    _case("get_batch", lambda a: a.get_batch("7"), InvalidJobError, "batch_id"),
+    _case("list_jobs queue", lambda a: a.list_jobs(queue=5), InvalidJobError, "queue"),
+    _case("list_jobs worker", lambda a: a.list_jobs(worker=3.5), InvalidJobError, "worker"),
+    _case("cancel_by queue", lambda a: a.cancel_by(queue=5), InvalidJobError, "queue"),
+    _case(
+        "Every inf",
+        lambda a: a.schedule("s", Every(float("inf")), "greet"),
+        InvalidScheduleError,
+        "every",
+    ),
+    _case(
+        "Every nan",
+        lambda a: a.schedule("s", Every(float("nan")), "greet"),
+        InvalidScheduleError,
+        "every",
+    ),
+    _case(
+        "Every 1e12", lambda a: a.schedule("s", Every(1e12), "greet"), InvalidScheduleError, "every"
+    ),
+    _case(
+        "catch_up",
+        lambda a: a.schedule("s", "0 3 * * *", "greet", catch_up=1e300),
+        InvalidScheduleError,
+        "catch_up",
+    ),
+    _case(
+        "Daily hour",
+        lambda a: a.schedule("s", Daily(TOO_LONG), "greet"),
+        InvalidScheduleError,
+        "hour",
+    ),
+]
+
+
+@pytest.mark.parametrize(("call", "error", "field"), EDGE_CASES)
+async def test_every_edge_is_a_shigoto_error_naming_the_field(
+    app: Shigoto, greet, count_jobs, call: Any, error: type[ShigotoError], field: str
+) -> None:
+    """Each of these raised a raw ValueError, TypeError, OverflowError or psycopg error."""
+    for facade in (app, app.sync):
+        with pytest.raises(ShigotoError) as raised:
+            outcome = call(facade)
+            if inspect.isawaitable(outcome):
+                await outcome
+        assert type(raised.value) is error, raised.value
+        assert str(raised.value).startswith(f"{field}: "), str(raised.value)
+        if isinstance(raised.value, InvalidJobError):
+            assert raised.value.field == field
+        assert len(str(raised.value)) < 300  # never a 4,301-digit number in a message
+    assert await count_jobs() == 0
+    assert await app.schedules() == []
+
+
+def test_outcomes_with_durations_no_database_can_hold_are_refused() -> None:
+    for outcome, field in ((Snooze, "snooze"), (RetryAfter, "retry_after")):
+        for seconds in (1e300, float("nan"), float("inf"), TOO_LONG, -1):
+            with pytest.raises(InvalidJobError) as raised:
+                outcome(seconds)
+            assert raised.value.field == field
+
+
+async def test_mappings_and_tuples_at_any_depth_are_stored_as_json(app: Shigoto) -> None:
+    """A nested MappingProxyType (or any Mapping) reached json.dumps and raised TypeError."""
+
+    @app.worker(name="anything")
+    async def anything(**args: Any) -> None: ...
+
+    args = {"m": MappingProxyType({"a": (1, MappingProxyType({"b": None}))}), "t": (1.5, "x")}
+    plain = {"m": {"a": [1, {"b": None}]}, "t": [1.5, "x"]}
+    for job in (
+        await anything.enqueue(args, meta={"m": MappingProxyType({"k": 1})}),
+        app.sync.enqueue("anything", args, meta={"m": MappingProxyType({"k": 1})}),
+    ):
+        assert job.args == plain and type(job.args["m"]) is dict
+        stored = await app.get_job(job.id)
+        assert stored is not None
+        assert (stored.args, stored.meta) == (plain, {"m": {"k": 1}})
+    with pytest.raises(InvalidJobError) as raised:
+        await anything.enqueue({"m": MappingProxyType({"bad": {1, 2}})})
+    assert raised.value.field == 'args["m"]["bad"]'
+
+
+# -- a function worker's args, checked against its signature ------------------------------
+
+
+@pytest.fixture
+def report(app: Shigoto):
+    @app.worker(name="report")
+    async def report(month: str, *, region: str = "eu", draft: bool = False) -> None: ...
+
+    return report
+
+
+async def test_args_a_function_cannot_take_are_refused_when_the_job_is_made(
+    app: Shigoto, report, count_jobs
+) -> None:
+    """They were inserted, and each run raised TypeError until the job was discarded."""
+    unknown = {"month": "nov", "regoin": "us"}
+    for make in (
+        lambda: report.new(unknown),
+        lambda: report.enqueue(unknown),
+        lambda: app.enqueue("report", unknown),
+        lambda: app.sync.enqueue("report", unknown),
+        lambda: app.new_job("report", unknown),
+    ):
+        with pytest.raises(InvalidJobError) as raised:
+            made = make()
+            if inspect.isawaitable(made):
+                await made
+        assert raised.value.field == 'args["regoin"]'
+        assert str(raised.value) == 'args["regoin"]: is not a parameter of report()'
+
+    missing = {"region": "us"}
+    spec = report.new(missing)  # a template for insert_many may leave args out ...
+    for insert in (
+        lambda: app.insert(spec),  # ... but a job must have them all
+        lambda: app.insert_all([report.new({"month": "nov"}), spec]),
+        lambda: app.sync.insert(spec),
+        lambda: report.enqueue(missing),
+        lambda: app.sync.enqueue("report", missing),
+        lambda: app.insert_many(report.new(), [{"month": "nov"}, {"region": "us"}]),
+        lambda: app.sync.insert_many(report.new(), [{"month": "nov"}, {}]),
+        lambda: report.enqueue_many([{"month": "nov"}, {"draft": True}]),
+        lambda: app.batch([spec]),
+        lambda: app.schedule("monthly", "0 3 1 * *", "report", missing),
+        lambda: app.sync.schedule("monthly", "0 3 1 * *", report, {"draft": True}),
+    ):
+        with pytest.raises(InvalidJobError) as raised:
+            made = insert()
+            if inspect.isawaitable(made):
+                await made
+        assert raised.value.field.endswith('["month"]'), raised.value
+        assert str(raised.value).endswith(": is missing: report() requires it")
+    assert await count_jobs() == 0
+    assert await app.schedules() == []
+
+    # What the function takes goes in, a template's args included.
+    template = report.new({"region": "us"})
+    ids = await app.insert_many(template, [{"month": "nov"}, {"month": "dec", "draft": True}])
+    assert len(ids) == 2
+    assert (await report.enqueue({"month": "nov", "draft": True})).args["draft"] is True
+
+
+async def test_a_function_taking_any_keyword_is_only_checked_for_what_it_needs(
+    app: Shigoto, count_jobs
+) -> None:
+    @app.worker(name="flexible")
+    def flexible(user: int, **rest: Any) -> None: ...
+
+    @app.worker(name="anything")
+    def anything(*args: Any, **kwargs: Any) -> None: ...
+
+    assert (await flexible.enqueue({"user": 1, "whatever": [1]})).args["whatever"] == [1]
+    assert (await anything.enqueue({"x": 1})).args == {"x": 1}
+    with pytest.raises(InvalidJobError, match=r'^args\["user"\]: is missing'):
+        await flexible.enqueue({"whatever": 1})
+    assert await count_jobs() == 2
+
+
+def test_a_function_whose_parameter_no_keyword_can_fill_is_refused_when_registered() -> None:
+    app = Shigoto(dsn="postgresql://unused")
+    with pytest.raises(ConfigurationError, match="positional-only parameter 'month'"):
+
+        @app.worker
+        def report(month: str, /) -> None: ...
+
+    assert len(app.workers) == 0
+
+
+SIGNATURE_NAMES = ["month", "region", "draft", "regoin", "self", "args"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(args=st.dictionaries(st.sampled_from(SIGNATURE_NAMES), st.integers(), max_size=6))
+def test_a_job_is_made_exactly_when_the_function_could_be_called_with_its_args(
+    args: dict[str, int],
+) -> None:
+    app = Shigoto(dsn="postgresql://unused")
+
+    @app.worker(name="report")
+    def report(month: str, *extra: Any, region: str = "eu", draft: bool = False) -> None: ...
+
+    try:
+        inspect.signature(report.func).bind(**args)
+        callable_with_them = True
+    except TypeError:
+        callable_with_them = False
+    with manual(app) as recorded:
+        try:
+            app.sync.enqueue("report", args)
+        except InvalidJobError as error:
+            assert not callable_with_them, error
+            assert error.field.startswith("args[")
+        else:
+            assert callable_with_them
+            assert recorded.assert_enqueued(worker="report").args == args

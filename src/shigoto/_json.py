@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from decimal import Decimal
 from typing import Any
 
 from psycopg.abc import AdaptContext
@@ -44,14 +45,34 @@ def loads(data: str | bytes) -> Any:
         return json.loads(data)
 
 
+# PostgreSQL's jsonb keeps a number as `numeric`, which prints one written with a positive
+# exponent (as orjson and json write a float of 1e16 and beyond: `1e+16`) without a decimal
+# point: the float would come back as an int. Such a float is written out in full with
+# ".0" (`10000000000000000.0`), which jsonb prints as written. The quick test looks for
+# the exponent's mark anywhere (a string may hold it too); only then the exact rewrite
+# runs, which steps over strings. (orjson before 3.11.7 writes `1e16`: no "+" to look for.)
+_EXPONENT_MARK = "e+" if orjson is None or orjson.dumps(1e16) == b"1e+16" else "e"
+_STRING_OR_EXPONENT = re.compile(r'"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?e\+?\d+')
+
+
+def _in_full(match: re.Match[str]) -> str:
+    token = match.group()
+    if token[0] == '"':
+        return token
+    written = f"{Decimal(token):f}"
+    return written if "." in written else written + ".0"
+
+
 def dumps(value: Any) -> str:
-    """The JSON text of `value` (checked at the edge: JSON types only)."""
-    if orjson is not None:
-        try:
-            return orjson.dumps(value).decode()
-        except TypeError:  # integers beyond 64 bits, lone surrogates: the slower way
-            pass
-    return json.dumps(value)
+    """The JSON text of `value` (checked at the edge: JSON types only), written so that
+    every float reads back from jsonb as a float."""
+    try:
+        text = json.dumps(value) if orjson is None else orjson.dumps(value).decode()
+    except TypeError:  # orjson: integers beyond 64 bits, lone surrogates; the slower way
+        text = json.dumps(value)
+    if _EXPONENT_MARK in text:
+        return _STRING_OR_EXPONENT.sub(_in_full, text)
+    return text
 
 
 def use_on(conn: AdaptContext) -> None:

@@ -27,8 +27,13 @@ StrOrList = str | Iterable[str] | None
 def _names(value: StrOrList, field: str, check_one: Any) -> list[str] | None:
     if value is None:
         return None
-    items = [value] if isinstance(value, str) else list(value)
-    return [check_one(item, field) for item in items]
+    if isinstance(value, str):
+        return [check_one(value, field)]
+    if not isinstance(value, Iterable):
+        raise InvalidJobError(
+            field, f"must be a name or a list of names, got {type(value).__name__}"
+        )
+    return [check_one(item, field) for item in value]
 
 
 @dataclass(frozen=True, slots=True)

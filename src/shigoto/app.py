@@ -71,7 +71,7 @@ RECHECK = 5.0  # seconds between looks at a waited-for job when no notification 
 
 
 def _many(
-    template: object, args: Iterable[Mapping[str, Any]]
+    workers: WorkerRegistry, template: object, args: Iterable[Mapping[str, Any]]
 ) -> tuple[JobSpec, list[dict[str, Any]]]:
     """insert_many's input, checked: the template, and each job's args (over its own)."""
     template = Shigoto._spec(template)
@@ -80,6 +80,11 @@ def _many(
     each = [check.json_object(item, f"args[{i}]") for i, item in enumerate(args)]
     if template.args:
         each = [{**template.args, **item} for item in each]
+    signature = workers.signature(template.worker)
+    if signature is not None:
+        for i, item in enumerate(each):
+            if not signature.fits(item):
+                signature.check(item, f"args[{i}]")
     return template, each
 
 
@@ -156,6 +161,13 @@ class _Facade:
             )
         return spec
 
+    def _job(self, spec: object) -> JobSpec:
+        """A spec about to be inserted as a job: a `JobSpec` whose args its function worker,
+        if this app registers one by that name, can be called with."""
+        spec = self._spec(spec)
+        self.workers.check_args(spec.worker, spec.args)
+        return spec
+
     def _schedule_entry(
         self,
         name: str,
@@ -183,6 +195,7 @@ class _Facade:
             )
         if spec.scheduled_at is not None:
             raise InvalidScheduleError("a schedule's jobs run at its moments: no scheduled_at")
+        self.workers.check_args(spec.worker, spec.args)
         stored = {
             "queue": spec.queue,
             "priority": spec.priority,
@@ -219,7 +232,7 @@ class _Facade:
         on_discard: Any,
         meta: Mapping[str, Any] | None,
     ) -> Operation[Batch]:
-        checked = [self._spec(spec) for spec in specs]
+        checked = [self._job(spec) for spec in specs]
         if not checked:
             raise InvalidJobError("specs", "a batch needs at least one job")
         return store.insert_batch(
@@ -602,7 +615,7 @@ class Shigoto(_Facade):
 
     async def insert(self, spec: JobSpec, *, conn: Any = None) -> Job:
         """Insert one job; with `conn=` it commits or rolls back with the caller's transaction."""
-        spec = self._spec(spec)
+        spec = self._job(spec)
         if self._testing is not None:
             return (await self._insert_for_testing([spec]))[0]
         unique = spec.unique is not None  # its lock lasts until the transaction ends
@@ -610,7 +623,7 @@ class Shigoto(_Facade):
 
     async def insert_all(self, specs: Iterable[JobSpec], *, conn: Any = None) -> list[Job]:
         """Insert many jobs in one statement; returns them in the order given."""
-        specs = [self._spec(spec) for spec in specs]
+        specs = [self._job(spec) for spec in specs]
         if self._testing is not None:
             return await self._insert_for_testing(specs)
         together = any(_needs_transaction(spec) for spec in specs)
@@ -626,7 +639,7 @@ class Shigoto(_Facade):
 
             ids = await app.insert_many(send_email.new(priority=5), [{"to": a} for a in to])
         """
-        template, each = _many(template, args)
+        template, each = _many(self.workers, template, args)
         if self._testing is not None or _needs_one_by_one(template):
             jobs = await self.insert_all(_specs_of(template, each), conn=conn)
             return [job.id for job in jobs]
@@ -653,7 +666,7 @@ class Shigoto(_Facade):
     # -- admin -----------------------------------------------------------------------------
 
     async def get_job(self, job_id: int) -> Job | None:
-        return await self._run(store.get_job(self.queries, job_id))
+        return await self._run(store.get_job(self.queries, check.job_id(job_id)))
 
     async def list_jobs(
         self,
@@ -678,11 +691,11 @@ class Shigoto(_Facade):
 
     async def cancel(self, job_id: int) -> bool:
         """Cancel one unfinished job; False if it does not exist or had already finished."""
-        return await self._run(store.cancel(self.queries, job_id))
+        return await self._run(store.cancel(self.queries, check.job_id(job_id)))
 
     async def retry(self, job_id: int) -> bool:
         """Make a scheduled, retryable or finished job available now (with one more attempt)."""
-        return await self._run(store.retry(self.queries, job_id))
+        return await self._run(store.retry(self.queries, check.job_id(job_id)))
 
     async def cancel_by(
         self,
@@ -734,7 +747,7 @@ class Shigoto(_Facade):
 
     async def delete(self, job_id: int) -> bool:
         """Delete one job that is not executing; False if there was none to delete."""
-        return await self._run(store.delete(self.queries, job_id))
+        return await self._run(store.delete(self.queries, check.job_id(job_id)))
 
     async def delete_finished(
         self, *, older_than: float | timedelta = 0, queue: str | Iterable[str] | None = None
@@ -772,7 +785,7 @@ class Shigoto(_Facade):
 
     async def get_batch(self, batch_id: int) -> Batch | None:
         """A batch with its counts (live while it runs)."""
-        return await self._run(store.get_batch(self.queries, batch_id))
+        return await self._run(store.get_batch(self.queries, check.job_id(batch_id, "batch_id")))
 
     async def wait_for(self, job_id: int, timeout: float | None = None) -> Job:
         """Wait until a job is finished (completed, discarded or cancelled) and return it.
@@ -861,11 +874,11 @@ class Shigoto(_Facade):
     async def pause_job(self, job_id: int) -> bool:
         """Keep a job from being claimed (a running one is interrupted and paused, its
         attempt refunded); False if it is finished or missing."""
-        return await self._run(store.pause_job(self.queries, job_id))
+        return await self._run(store.pause_job(self.queries, check.job_id(job_id)))
 
     async def resume_job(self, job_id: int) -> bool:
         """Let a paused job run again; False if it was not paused."""
-        return await self._run(store.resume_job(self.queries, job_id))
+        return await self._run(store.resume_job(self.queries, check.job_id(job_id)))
 
     async def is_job_paused(self, job_id: int) -> bool:
         job = await self.get_job(job_id)
@@ -984,14 +997,14 @@ class SyncShigoto(_Facade):
         return migrator.dry_run_script(self.queries, self._run(migrator.pending(self.queries)))
 
     def insert(self, spec: JobSpec, *, conn: Any = None) -> Job:
-        spec = self._spec(spec)
+        spec = self._job(spec)
         if self.app._testing is not None:
             return self._insert_for_testing([spec])[0]
         unique = spec.unique is not None
         return self._run(store.insert(self.queries, spec), conn, transaction=unique)
 
     def insert_all(self, specs: Iterable[JobSpec], *, conn: Any = None) -> list[Job]:
-        specs = [self._spec(spec) for spec in specs]
+        specs = [self._job(spec) for spec in specs]
         if self.app._testing is not None:
             return self._insert_for_testing(specs)
         together = any(_needs_transaction(spec) for spec in specs)
@@ -1000,7 +1013,7 @@ class SyncShigoto(_Facade):
     def insert_many(
         self, template: JobSpec, args: Iterable[Mapping[str, Any]], *, conn: Any = None
     ) -> list[int]:
-        template, each = _many(template, args)
+        template, each = _many(self.workers, template, args)
         if self.app._testing is not None or _needs_one_by_one(template):
             return [job.id for job in self.insert_all(_specs_of(template, each), conn=conn)]
         return self._run(store.insert_many(self.queries, template, each), conn)
@@ -1024,16 +1037,16 @@ class SyncShigoto(_Facade):
         return self.insert(self.new_job(worker, args, **options), conn=conn)
 
     def get_job(self, job_id: int) -> Job | None:
-        return self._run(store.get_job(self.queries, job_id))
+        return self._run(store.get_job(self.queries, check.job_id(job_id)))
 
     def list_jobs(self, *, limit: int = 50, after: int | None = None, **where: Any) -> JobPage:
         return self._run(self._list_op(limit, after, where))
 
     def cancel(self, job_id: int) -> bool:
-        return self._run(store.cancel(self.queries, job_id))
+        return self._run(store.cancel(self.queries, check.job_id(job_id)))
 
     def retry(self, job_id: int) -> bool:
-        return self._run(store.retry(self.queries, job_id))
+        return self._run(store.retry(self.queries, check.job_id(job_id)))
 
     def cancel_by(self, **where: Any) -> int:
         return self._run(self._cancel_by_op(where))
@@ -1059,7 +1072,7 @@ class SyncShigoto(_Facade):
         return self._run(op, transaction=True)
 
     def get_batch(self, batch_id: int) -> Batch | None:
-        return self._run(store.get_batch(self.queries, batch_id))
+        return self._run(store.get_batch(self.queries, check.job_id(batch_id, "batch_id")))
 
     def wait_for(self, job_id: int, timeout: float | None = None) -> Job:
         """`Shigoto.wait_for` for code that is not async (blocks the calling thread)."""
@@ -1092,7 +1105,7 @@ class SyncShigoto(_Facade):
         return job
 
     def delete(self, job_id: int) -> bool:
-        return self._run(store.delete(self.queries, job_id))
+        return self._run(store.delete(self.queries, check.job_id(job_id)))
 
     def delete_finished(
         self, *, older_than: float | timedelta = 0, queue: str | Iterable[str] | None = None
@@ -1120,10 +1133,10 @@ class SyncShigoto(_Facade):
         return self._run(scheduling.list_all(self.queries))[1]
 
     def pause_job(self, job_id: int) -> bool:
-        return self._run(store.pause_job(self.queries, job_id))
+        return self._run(store.pause_job(self.queries, check.job_id(job_id)))
 
     def resume_job(self, job_id: int) -> bool:
-        return self._run(store.resume_job(self.queries, job_id))
+        return self._run(store.resume_job(self.queries, check.job_id(job_id)))
 
     def is_job_paused(self, job_id: int) -> bool:
         job = self.get_job(job_id)

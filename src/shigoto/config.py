@@ -159,6 +159,8 @@ class Config:
         A larger one fails the run ("result could not be stored"), on the node, before it
         reaches the database. Results live in the jobs table, read back by `get_job`,
         `wait_for` and dependent jobs: keep big outputs elsewhere and return their key.
+
+    Every duration is a finite number of seconds of at most 100 years.
     """
 
     dsn: str | None = None

@@ -246,9 +246,11 @@ def _dependencies(value: Iterable[int | JobSpec | Ref] | None) -> tuple[int | Jo
     items = tuple(value)
     for item in items:
         if isinstance(item, bool) or not isinstance(item, int | JobSpec | Ref):
-            raise InvalidJobError("depends_on", f"expected job ids, specs or Refs, got {item!r}")
-        if isinstance(item, int) and item < 1:
-            raise InvalidJobError("depends_on", f"{item} is not a job id")
+            raise InvalidJobError(
+                "depends_on", f"expected job ids, specs or Refs, got {check.shown(item)}"
+            )
+        if isinstance(item, int) and not check.JOB_ID_RANGE[0] <= item <= check.JOB_ID_RANGE[1]:
+            raise InvalidJobError("depends_on", f"{check.shown(item)} is not a job id")
     return tuple(dict.fromkeys(items)) if all(isinstance(i, int) for i in items) else items
 
 

@@ -15,10 +15,9 @@ from datetime import timedelta
 
 
 def _seconds(value: float | timedelta, field: str) -> float:
-    seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
-        raise InvalidJobError(field, f"must be a non-negative number of seconds, got {value!r}")
-    return float(seconds)
+    from shigoto import _validate  # (which needs this module's errors)
+
+    return _validate.seconds(value, field)
 
 
 class Outcome(Exception):

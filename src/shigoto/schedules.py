@@ -24,7 +24,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
-from shigoto.outcomes import InvalidScheduleError
+from shigoto import _validate as check
+from shigoto.outcomes import InvalidJobError, InvalidScheduleError
 
 # The nicknames Vixie cron accepts, spelled out (cronsim takes five fields only).
 NICKNAMES = {
@@ -164,7 +165,8 @@ class Weekly(Cron):
             weekday = WEEKDAYS.index(weekday.lower())
         if isinstance(weekday, bool) or not isinstance(weekday, int) or not 0 <= weekday <= 6:
             raise InvalidScheduleError(
-                f"weekday: expected 0 (Monday) to 6 (Sunday) or a day's name, got {weekday!r}"
+                "weekday: expected 0 (Monday) to 6 (Sunday) or a day's name, "
+                f"got {check.shown(weekday)}"
             )
         _check_clock(hour, minute)
         super().__init__(f"{minute} {hour} * * {(weekday + 1) % 7}", tz)
@@ -179,15 +181,14 @@ class Every(Schedule):
     tz = "UTC"
 
     def __init__(self, interval: float | timedelta) -> None:
+        seconds = _duration(interval, "every")
         if isinstance(interval, timedelta):
             micros = interval // timedelta(microseconds=1)
-        elif isinstance(interval, int | float) and not isinstance(interval, bool):
-            micros = round(interval * 1_000_000)
         else:
-            raise InvalidScheduleError(f"every: expected seconds or a timedelta, got {interval!r}")
+            micros = round(seconds * 1_000_000)
         if micros < 100_000:
             raise InvalidScheduleError(
-                f"every: the interval must be at least 0.1 s, got {interval!r}"
+                f"every: the interval must be at least 0.1 s, got {check.shown(interval)}"
             )
         self.interval = timedelta(microseconds=micros)
         self.expression = str(micros)
@@ -211,7 +212,15 @@ class Every(Schedule):
 def _check_clock(hour: object, minute: object) -> None:
     for value, name, top in ((hour, "hour", 23), (minute, "minute", 59)):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
-            raise InvalidScheduleError(f"{name}: expected 0 to {top}, got {value!r}")
+            raise InvalidScheduleError(f"{name}: expected 0 to {top}, got {check.shown(value)}")
+
+
+def _duration(value: object, field: str) -> float:
+    """Seconds as `check.seconds` takes them (finite, at most 100 years), for a schedule."""
+    try:
+        return check.seconds(value, field)
+    except InvalidJobError as error:
+        raise InvalidScheduleError(str(error)) from None
 
 
 def catch_up_policy(value: object) -> tuple[str, float]:
@@ -221,12 +230,11 @@ def catch_up_policy(value: object) -> tuple[str, float]:
         return "latest", 0.0
     if value is None or value == "none":
         return "none", 0.0
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-        return "window", float(value)
+    if isinstance(value, timedelta | int | float) and not isinstance(value, bool):
+        return "window", _duration(value, "catch_up")
     raise InvalidScheduleError(
-        f"catch_up: expected a window (seconds or timedelta), 'latest' or 'none', got {value!r}"
+        "catch_up: expected a window (seconds or timedelta), 'latest' or 'none', "
+        f"got {check.shown(value)}"
     )
 
 

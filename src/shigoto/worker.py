@@ -123,10 +123,86 @@ class Worker:
         return cls.app
 
 
+class Signature:
+    """The keyword arguments a function worker takes, read once when it is registered, so
+    that a job's args are checked when it is made rather than failing every run.
+
+        Signature.of(send_email).check({"to": "a@b.c", "cc": 1}, "args")
+        # InvalidJobError: args["cc"]: is not a parameter of send_email()
+    """
+
+    __slots__ = ("accepted", "name", "required")
+
+    def __init__(self, name: str, accepted: frozenset[str] | None, required: frozenset[str]):
+        self.name = name
+        self.accepted = accepted  # None: it takes **kwargs, so any name
+        self.required = required
+
+    @classmethod
+    def of(cls, func: Callable[..., Any]) -> Signature | None:
+        """`func`'s signature, or None when it takes anything (or has none to read)."""
+        try:
+            parameters = inspect.signature(func).parameters.values()
+        except (TypeError, ValueError):  # a builtin or C function: nothing to check against
+            return None
+        name = getattr(func, "__name__", repr(func))
+        accepted: set[str] | None = set()
+        required = set()
+        for parameter in parameters:
+            if parameter.kind is parameter.VAR_KEYWORD:
+                accepted = None
+            elif parameter.kind is parameter.POSITIONAL_ONLY:
+                if parameter.default is parameter.empty:
+                    raise ConfigurationError(
+                        f"worker: {name}() has the positional-only parameter "
+                        f"{parameter.name!r}, but a job's args arrive as keyword arguments"
+                    )
+            elif parameter.kind is not parameter.VAR_POSITIONAL:
+                if accepted is not None:
+                    accepted.add(parameter.name)
+                if parameter.default is parameter.empty:
+                    required.add(parameter.name)
+        if accepted is None and not required:
+            return None
+        return cls(name, None if accepted is None else frozenset(accepted), frozenset(required))
+
+    def fits(self, args: Mapping[str, Any], *, complete: bool = True) -> bool:
+        """Whether the function takes `args` (all it needs too, if `complete`)."""
+        return (self.accepted is None or self.accepted.issuperset(args)) and (
+            not complete or self.required.issubset(args)
+        )
+
+    def check(self, args: Mapping[str, Any], field: str, *, complete: bool = True) -> None:
+        """Raise `InvalidJobError` naming the first argument the function would refuse."""
+        if self.accepted is not None:
+            for key in args:
+                if key not in self.accepted:
+                    raise InvalidJobError(
+                        check.key_path(field, key), f"is not a parameter of {self.name}()"
+                    )
+        missing = sorted(self.required.difference(args)) if complete else []
+        if missing:
+            raise InvalidJobError(
+                check.key_path(field, missing[0]), f"is missing: {self.name}() requires it"
+            )
+
+
 class FunctionWorker(Worker):
     """A worker made from a function; calling it still calls the function."""
 
     func: ClassVar[Callable[..., Any]]
+    signature: ClassVar[Signature | None] = None
+
+    @classmethod
+    def new(cls, args: Mapping[str, Any] | None = None, **options: Any) -> JobSpec:
+        """`Worker.new`, refusing args the function does not take. (Missing ones are
+        refused when the job is inserted: a spec may be `insert_many`'s template, whose
+        jobs bring the rest.)"""
+        spec = super().new(args, **options)
+        signature = cls.signature
+        if signature is not None and not signature.fits(spec.args, complete=False):
+            signature.check(spec.args, "args", complete=False)
+        return spec
 
     def perform(self, job: Job) -> object | Awaitable[object]:
         # A coroutine for an async function (awaited on the loop), the value for a plain one
@@ -217,6 +293,18 @@ class WorkerRegistry:
     def __len__(self) -> int:
         return len(self._workers)
 
+    def check_args(self, worker: str, args: Mapping[str, Any], field: str = "args") -> None:
+        """Raise `InvalidJobError` if `worker` is a function worker of this registry that
+        cannot be called with `args` (a name it does not take, or one it needs missing)."""
+        found = self._workers.get(worker)
+        signature = getattr(found, "signature", None)
+        if signature is not None and not signature.fits(args):
+            signature.check(args, field)
+
+    def signature(self, worker: str) -> Signature | None:
+        """The signature `check_args` checks against, if any."""
+        return getattr(self._workers.get(worker), "signature", None)
+
     def get(self, name: str) -> type[Worker]:
         try:
             return self._workers[name]
@@ -231,7 +319,9 @@ class WorkerRegistry:
         checked = _checked_options(options)
         name = checked.pop("name", f"{func.__module__}.{func.__qualname__}")
         namespace = _wrap_hooks(checked)
-        namespace.update(func=staticmethod(func), __doc__=func.__doc__)
+        namespace.update(
+            func=staticmethod(func), signature=Signature.of(func), __doc__=func.__doc__
+        )
         cls: type[FunctionWorker] = type(func.__name__, (FunctionWorker,), namespace)
         self._add(app, name, cls)
         instance = cls()
