@@ -7,6 +7,10 @@
 
 Every command takes `--dsn` (or `SHIGOTO_DSN`) and `--schema`; `--app module:attr` (or
 `SHIGOTO_APP`) loads your application instead, with its workers and configuration.
+`python -m shigoto` is the same command.
+
+What the database holds (queue, worker and schedule names, tags) is printed as plain text,
+never read as rich markup; an error is one line on stderr and exit status 1.
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import psycopg
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from shigoto.app import Shigoto
 from shigoto.config import parse_queues
@@ -43,6 +49,9 @@ cli = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="rich",
+    # An unexpected error's traceback, if one ever comes, shows no local variables: they
+    # may hold job args.
+    pretty_exceptions_show_locals=False,
 )
 jobs_cli = typer.Typer(help="List, show, cancel and retry jobs.", no_args_is_help=True)
 cli.add_typer(jobs_cli, name="jobs")
@@ -52,8 +61,41 @@ queue_cli = typer.Typer(help="Pause and resume queues on every node.", no_args_i
 cli.add_typer(queue_cli, name="queue")
 
 logger = logging.getLogger("shigoto.cli")
-out = Console()
-err = Console(stderr=True)
+
+
+class _Output(Console):
+    """stdout. A reader that went away (`shigoto jobs list | head -1`) silences it instead
+    of failing the command: what the command did (an insert, say) is done by then."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        # Or the interpreter's own flush at exit would fail on the closed pipe again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+# Markup, emoji codes and highlighting off: names and tags from the database are shown as
+# they are (a queue named "[/x]" would otherwise crash the command, "[link=...]" make a link).
+out = _Output(markup=False, emoji=False, highlight=False)
+err = Console(stderr=True, markup=False, emoji=False, highlight=False)
+
+
+def _fail(message: object) -> typer.Exit:
+    """Print `message` as one red-labelled line on stderr; the exit to raise (status 1)."""
+    line = " ".join(str(message).split())
+    err.print(Text.assemble(("error:", "red"), " ", line))
+    return typer.Exit(1)
+
+
+def _database_error(error: psycopg.Error) -> str:
+    """What went wrong with the database, in one line: the server's main message (never its
+    detail or context, which may quote a statement's values), or the client's first line."""
+    diag = getattr(error, "diag", None)
+    primary = diag.message_primary if diag is not None else None
+    lines = str(error).strip().splitlines()
+    return f"database: {primary or (lines[0] if lines else type(error).__name__)}"
+
 
 DsnOption = Annotated[
     str | None,
@@ -84,8 +126,7 @@ def load_app(target: str) -> Shigoto:
     module_name, _, attribute = target.partition(":")
     if not module_name or not attribute:
         raise ConfigurationError(f"--app: expected module:attribute, got {target!r}")
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
+    _current_directory_last()
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
@@ -96,9 +137,23 @@ def load_app(target: str) -> Shigoto:
     return app
 
 
+def _current_directory_last() -> None:
+    """Let your modules in the current directory be imported, after installed ones: a file
+    there named like a library (`uvloop.py`) must not replace it. (`python -m` puts the
+    current directory first: `main` takes it out before this runs.)"""
+    cwd = str(Path.cwd())
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+
+
 @contextmanager
 def _app(dsn: str | None, schema: str | None, app: str | None = None) -> Iterator[Shigoto]:
-    """The app a command works on; errors become one red line and exit status 1."""
+    """The app a command works on; errors (bad input, a database that cannot be reached)
+    become one red line and exit status 1."""
+    if not logging.getLogger().handlers:
+        # No logging set up: the pool's warnings (one per failed connection attempt) would
+        # go to stderr around that one line, which says what failed.
+        logging.getLogger("psycopg").addHandler(logging.NullHandler())
     try:
         if app is not None:
             if dsn is not None or schema is not None:
@@ -111,8 +166,9 @@ def _app(dsn: str | None, schema: str | None, app: str | None = None) -> Iterato
         finally:
             shigoto.sync.close()
     except ShigotoError as error:
-        err.print(f"[red]error:[/red] {error}", highlight=False)
-        raise typer.Exit(1) from None
+        raise _fail(error) from None
+    except psycopg.Error as error:
+        raise _fail(_database_error(error)) from None
 
 
 @cli.command()
@@ -151,7 +207,7 @@ def status(dsn: DsnOption = None, schema: SchemaOption = None, app: AppOption = 
     for name, queue in sorted(current.queues.items()):
         age = queue.oldest_available_age
         table.add_row(
-            name,
+            Text(name),
             *(str(queue.counts.get(state, 0) or "") for state in shown),
             "" if age is None else f"{age:.1f}s",
         )
@@ -201,12 +257,12 @@ def list_jobs(
         table.add_row(
             str(job.id),
             job.state.value,
-            job.queue,
-            job.worker,
+            Text(job.queue),
+            Text(job.worker),
             f"{job.attempt}/{job.max_attempts}",
             str(job.priority),
             _age(job.scheduled_at),
-            ",".join(job.tags),
+            Text(",".join(job.tags)),
         )
     out.print(table)
     if page.next_cursor is not None:
@@ -240,11 +296,11 @@ def list_schedules(
         table.add_column(column, no_wrap=column in ("schedule", "tz"))
     for entry in entries:
         table.add_row(
-            entry.name + (" (paused)" if entry.paused else ""),
-            _describe(entry.schedule),
-            entry.schedule.tz,
-            entry.worker,
-            str(entry.options.get("queue", "default")),
+            Text(entry.name + (" (paused)" if entry.paused else "")),
+            Text(_describe(entry.schedule)),
+            Text(entry.schedule.tz),
+            Text(entry.worker),
+            Text(str(entry.options.get("queue", "default"))),
             _when(entry.last_fired_at) if entry.last_fired_at else "never",
             _when(entry.next_fire_at) if entry.next_fire_at else "-",
             _catch_up(entry),
@@ -342,8 +398,7 @@ def show_job(
     with _app(dsn, schema, app) as shigoto:
         job = shigoto.sync.get_job(job_id)
     if job is None:
-        err.print(f"[red]error:[/red] no job with id {job_id}")
-        raise typer.Exit(1)
+        raise _fail(f"no job with id {job_id}")
     out.print_json(json.dumps(_job_document(job)))
 
 
@@ -399,9 +454,10 @@ def enqueue(
     """Insert one job. With --app the name is checked and the worker's defaults apply."""
     try:
         parsed = json.loads(args)
-    except json.JSONDecodeError as error:
-        err.print(f"[red]error:[/red] args: not valid JSON ({error})")
-        raise typer.Exit(1) from None
+    except RecursionError:
+        raise _fail("args: nested too deeply to read") from None
+    except ValueError as error:  # not JSON, or an integer too long for Python to read
+        raise _fail(f"args: not valid JSON ({error})") from None
     options: dict[str, Any] = {
         "queue": queue,
         "priority": priority,
@@ -417,6 +473,8 @@ def enqueue(
                 worker, parsed, **{k: v for k, v in options.items() if v is not None}
             )
         job = shigoto.sync.insert(spec)
+    # Committed: nothing after this may fail the command (the output is plain text; a
+    # closed stdout is no error, see _Output).
     out.print(f"inserted job {job.id} ({job.worker} on {job.queue}, {job.state.value})")
 
 
@@ -436,8 +494,9 @@ def worker(
         chosen = parse_queues(queues) if queues else None
         run_on_fastest_loop(serve(shigoto, chosen))
     except ShigotoError as error:
-        err.print(f"[red]error:[/red] {error}", highlight=False)
-        raise typer.Exit(1) from None
+        raise _fail(error) from None
+    except psycopg.Error as error:
+        raise _fail(_database_error(error)) from None
     _exit_despite_stuck_threads()
 
 
@@ -506,20 +565,29 @@ def demo(
 
     _configure_logging("WARNING")
     if jobs < 10:
-        err.print("[red]error:[/red] --jobs: at least 10")
-        raise typer.Exit(1)
+        raise _fail("--jobs: at least 10")
     try:
-        run_on_fastest_loop(run_demo(dsn, jobs, keep_running, out))
+        # Its own console: the demo's text is ours, styled with markup.
+        run_on_fastest_loop(run_demo(dsn, jobs, keep_running, Console()))
     except KeyboardInterrupt:
         pass
     except ShigotoError as error:
-        err.print(f"[red]error:[/red] {error}", highlight=False)
-        raise typer.Exit(1) from None
+        raise _fail(error) from None
+    except psycopg.Error as error:
+        raise _fail(_database_error(error)) from None
 
 
 def main() -> None:
-    """Entry point of the `shigoto` console script."""
+    """Entry point of the `shigoto` console script, and of `python -m shigoto`."""
+    drop_current_directory()
     cli()
+
+
+def drop_current_directory() -> None:
+    """Take out the current directory that `python -m` (or `-c`) put first on `sys.path`;
+    `load_app` puts it back, last."""
+    if sys.path and sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]
 
 
 if __name__ == "__main__":
