@@ -38,7 +38,7 @@ from rich.text import Text
 from shigoto.app import Shigoto
 from shigoto.config import parse_queues
 from shigoto.job import Job, JobSpec, JobState
-from shigoto.outcomes import ConfigurationError, ShigotoError
+from shigoto.outcomes import ConfigurationError, DatabaseUnavailable, ShigotoError
 from shigoto.schedules import Every, Schedule, ScheduleInfo
 
 T = TypeVar("T")
@@ -81,18 +81,27 @@ out = _Output(markup=False, emoji=False, highlight=False)
 err = Console(stderr=True, markup=False, emoji=False, highlight=False)
 
 
-def _fail(message: object) -> typer.Exit:
-    """Print `message` as one red-labelled line on stderr; the exit to raise (status 1)."""
-    line = " ".join(str(message).split())
-    err.print(Text.assemble(("error:", "red"), " ", line))
+# What a command reports as one line rather than a traceback: bad input, a database that
+# cannot be reached or refuses a statement.
+EXPECTED = (ShigotoError, psycopg.Error)
+
+
+def _fail(problem: object) -> typer.Exit:
+    """Print `problem` as one red-labelled line on stderr; the exit to raise (status 1)."""
+    if isinstance(problem, DatabaseUnavailable):
+        text = f"database: {problem}"
+    elif isinstance(problem, psycopg.Error):
+        text = _database_error(problem)
+    else:
+        text = str(problem)
+    err.print(Text.assemble(("error:", "red"), " ", " ".join(text.split())))
     return typer.Exit(1)
 
 
 def _database_error(error: psycopg.Error) -> str:
     """What went wrong with the database, in one line: the server's main message (never its
     detail or context, which may quote a statement's values), or the client's first line."""
-    diag = getattr(error, "diag", None)
-    primary = diag.message_primary if diag is not None else None
+    primary = error.diag.message_primary
     lines = str(error).strip().splitlines()
     return f"database: {primary or (lines[0] if lines else type(error).__name__)}"
 
@@ -165,10 +174,8 @@ def _app(dsn: str | None, schema: str | None, app: str | None = None) -> Iterato
             yield shigoto
         finally:
             shigoto.sync.close()
-    except ShigotoError as error:
+    except EXPECTED as error:
         raise _fail(error) from None
-    except psycopg.Error as error:
-        raise _fail(_database_error(error)) from None
 
 
 @cli.command()
@@ -493,10 +500,8 @@ def worker(
         shigoto = load_app(app)
         chosen = parse_queues(queues) if queues else None
         run_on_fastest_loop(serve(shigoto, chosen))
-    except ShigotoError as error:
+    except EXPECTED as error:
         raise _fail(error) from None
-    except psycopg.Error as error:
-        raise _fail(_database_error(error)) from None
     _exit_despite_stuck_threads()
 
 
@@ -571,10 +576,8 @@ def demo(
         run_on_fastest_loop(run_demo(dsn, jobs, keep_running, Console()))
     except KeyboardInterrupt:
         pass
-    except ShigotoError as error:
+    except EXPECTED as error:
         raise _fail(error) from None
-    except psycopg.Error as error:
-        raise _fail(_database_error(error)) from None
 
 
 def main() -> None:
