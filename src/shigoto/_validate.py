@@ -26,6 +26,7 @@ MAX_JSON_DEPTH = 200  # deeper than any sane payload; far from Python's and Post
 # raised that limit and then not be read by a node that did not.
 MAX_INT_DIGITS = 4300
 _INT_LIMIT: int = 10**MAX_INT_DIGITS
+_INT_FLOOR = -_INT_LIMIT  # (negating the limit for every int checked would copy it)
 # Durations (timeouts, delays, periods, intervals): at most 100 years, so that now plus or
 # minus one is a moment both Python (years 1-9999) and PostgreSQL can hold.
 MAX_SECONDS = 100 * 365.25 * 24 * 3600
@@ -209,7 +210,7 @@ def _fits_jsonb(value: object, depth: int) -> bool:
     if type(value) is str:
         return _fits_string(value)
     if type(value) is int:
-        return -_INT_LIMIT < value < _INT_LIMIT
+        return _INT_FLOOR < value < _INT_LIMIT
     if value is None or type(value) is bool:
         return True
     if type(value) is float:
@@ -245,7 +246,7 @@ def _check_json(value: object, path: str, depth: int) -> Any:
     if value is None or type(value) is bool:
         return value
     if isinstance(value, int):
-        if not -_INT_LIMIT < value < _INT_LIMIT:
+        if not _INT_FLOOR < value < _INT_LIMIT:
             raise InvalidJobError(
                 path,
                 f"is an integer of more than {MAX_INT_DIGITS} digits (at most {MAX_INT_DIGITS})",

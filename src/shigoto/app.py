@@ -80,7 +80,7 @@ def _many(
     each = [check.json_object(item, f"args[{i}]") for i, item in enumerate(args)]
     if template.args:
         each = [{**template.args, **item} for item in each]
-    signature = workers.signature(template.worker)
+    signature = workers.signatures.get(template.worker)
     if signature is not None:
         for i, item in enumerate(each):
             if not signature.fits(item):
@@ -165,7 +165,9 @@ class _Facade:
         """A spec about to be inserted as a job: a `JobSpec` whose args its function worker,
         if this app registers one by that name, can be called with."""
         spec = self._spec(spec)
-        self.workers.check_args(spec.worker, spec.args)
+        signature = self.workers.signatures.get(spec.worker)
+        if signature is not None and not signature.fits(spec.args):
+            signature.check(spec.args, "args")
         return spec
 
     def _schedule_entry(

@@ -60,6 +60,7 @@ class Worker:
     unique: ClassVar[object | None] = None
     cron: ClassVar[object | None] = None  # a cron expression or a Schedule: fire on it
     app: ClassVar[Shigoto | None] = None
+    signature: ClassVar[Signature | None] = None  # a function worker's, to check args by
 
     def perform(self, job: Job) -> object | Awaitable[object]:
         raise NotImplementedError(f"{type(self).__name__} must define perform(self, job)")
@@ -89,7 +90,13 @@ class Worker:
         merged = {**defaults, **{k: v for k, v in options.items() if v is not None}}
         if merged.get("unique") is False:
             merged["unique"] = None
-        return JobSpec.build(cls._registered_name(), args, **merged)
+        spec = JobSpec.build(cls._registered_name(), args, **merged)
+        # A name the function does not take is refused now; a missing one when the job is
+        # inserted (a spec may be the template of insert_many, whose jobs bring the rest).
+        signature = cls.signature
+        if signature is not None and not signature.takes(spec.args):
+            signature.check(spec.args, "args", complete=False)
+        return spec
 
     @classmethod
     async def enqueue(
@@ -166,10 +173,15 @@ class Signature:
             return None
         return cls(name, None if accepted is None else frozenset(accepted), frozenset(required))
 
-    def fits(self, args: Mapping[str, Any], *, complete: bool = True) -> bool:
-        """Whether the function takes `args` (all it needs too, if `complete`)."""
-        return (self.accepted is None or self.accepted.issuperset(args)) and (
-            not complete or self.required.issubset(args)
+    def takes(self, args: Mapping[str, Any]) -> bool:
+        """Whether the function takes every name in `args`."""
+        return self.accepted is None or self.accepted.issuperset(args)
+
+    def fits(self, args: Mapping[str, Any]) -> bool:
+        """Whether the function can be called with `args`: it takes them all, and they hold
+        every name it requires."""
+        return (self.accepted is None or self.accepted.issuperset(args)) and self.required.issubset(
+            args
         )
 
     def check(self, args: Mapping[str, Any], field: str, *, complete: bool = True) -> None:
@@ -191,18 +203,6 @@ class FunctionWorker(Worker):
     """A worker made from a function; calling it still calls the function."""
 
     func: ClassVar[Callable[..., Any]]
-    signature: ClassVar[Signature | None] = None
-
-    @classmethod
-    def new(cls, args: Mapping[str, Any] | None = None, **options: Any) -> JobSpec:
-        """`Worker.new`, refusing args the function does not take. (Missing ones are
-        refused when the job is inserted: a spec may be `insert_many`'s template, whose
-        jobs bring the rest.)"""
-        spec = super().new(args, **options)
-        signature = cls.signature
-        if signature is not None and not signature.fits(spec.args, complete=False):
-            signature.check(spec.args, "args", complete=False)
-        return spec
 
     def perform(self, job: Job) -> object | Awaitable[object]:
         # A coroutine for an async function (awaited on the loop), the value for a plain one
@@ -283,6 +283,8 @@ class WorkerRegistry:
 
     def __init__(self) -> None:
         self._workers: dict[str, type[Worker]] = {}
+        # The function workers whose args can be wrong, by name: one lookup per insert.
+        self.signatures: dict[str, Signature] = {}
 
     def __contains__(self, name: object) -> bool:
         return name in self._workers
@@ -296,14 +298,9 @@ class WorkerRegistry:
     def check_args(self, worker: str, args: Mapping[str, Any], field: str = "args") -> None:
         """Raise `InvalidJobError` if `worker` is a function worker of this registry that
         cannot be called with `args` (a name it does not take, or one it needs missing)."""
-        found = self._workers.get(worker)
-        signature = getattr(found, "signature", None)
+        signature = self.signatures.get(worker)
         if signature is not None and not signature.fits(args):
             signature.check(args, field)
-
-    def signature(self, worker: str) -> Signature | None:
-        """The signature `check_args` checks against, if any."""
-        return getattr(self._workers.get(worker), "signature", None)
 
     def get(self, name: str) -> type[Worker]:
         try:
@@ -358,3 +355,5 @@ class WorkerRegistry:
         cls.name = name
         cls.app = app
         self._workers[name] = cls
+        if cls.signature is not None:
+            self.signatures[name] = cls.signature
