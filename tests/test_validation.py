@@ -546,3 +546,39 @@ def test_a_job_is_made_exactly_when_the_function_could_be_called_with_its_args(
         else:
             assert callable_with_them
             assert recorded.assert_enqueued(worker="report").args == args
+
+
+durations = st.one_of(
+    st.floats(),  # NaN and the infinities included
+    st.integers(min_value=-(10**400), max_value=10**400),
+    st.timedeltas(),
+    st.booleans(),
+    st.text(max_size=3),
+    st.none(),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(seconds=durations)
+def test_any_duration_is_taken_or_refused_with_a_shigoto_error(seconds: Any) -> None:
+    """Wherever a duration goes, it is one a timestamp can be moved by, or a ShigotoError."""
+    makers: list[tuple[str, Callable[[], object]]] = [
+        ("scheduled_in", lambda: JobSpec.build("w", scheduled_in=seconds)),
+        ("unique.period", lambda: Unique(period=seconds)),
+        ("unique.debounce", lambda: Unique(debounce=seconds)),
+        ("snooze", lambda: Snooze(seconds)),
+        ("retry_after", lambda: RetryAfter(seconds)),
+        ("every", lambda: Every(seconds)),
+    ]
+    for field, make in makers:
+        if seconds is None and field.startswith(("unique", "scheduled")):
+            continue  # None means "not given" there
+        try:
+            made = make()
+        except ShigotoError as error:
+            assert str(error).startswith(f"{field}: "), error
+            continue
+        if isinstance(made, JobSpec):
+            assert made.scheduled_at is not None and made.scheduled_at.year < 2200
+        elif isinstance(made, Every):
+            assert made.after(datetime.now(UTC)).year < 2200
