@@ -9,10 +9,13 @@ import socket
 import subprocess
 import sys
 import textwrap
+import uuid
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
 from typer.testing import CliRunner
 
 from shigoto import JobSpec, JobState, Shigoto
@@ -357,3 +360,26 @@ async def test_python_m_shigoto_is_the_shigoto_command(
     assert (json.loads(listed)["worker"], json.loads(listed)["queue"]) == ("mail.send", "mail")
     bad = shigoto("jobs", "list", "--limit", "0", env=command_env, command=PYTHON_M)
     assert bad.returncode == 1 and bad.stderr == "error: limit: must be between 1 and 1000, got 0\n"
+
+
+def test_without_a_schema_the_commands_use_the_default_one(dsn: str) -> None:
+    """With neither --schema nor SHIGOTO_SCHEMA every command failed: "schema: None is not
+    a valid schema name"."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        own = psycopg.conninfo.make_conninfo(dsn, dbname=name)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SHIGOTO_")}
+        migrated = shigoto("migrate", "--dsn", own, env=env)
+        assert migrated.returncode == 0, migrated.stderr
+        assert migrated.stdout.startswith(f"applied {len(SHIPPED)} migration(s)")
+        inserted = shigoto("enqueue", "mail.send", "--dsn", own, env=env)
+        assert inserted.returncode == 0, inserted.stderr
+        listed = shigoto("jobs", "list", "--json", "--dsn", own, env=env)
+        assert [json.loads(line)["worker"] for line in listed.stdout.splitlines()] == ["mail.send"]
+        with psycopg.connect(own) as conn:
+            assert conn.execute("SELECT count(*) FROM shigoto.jobs").fetchone() == (1,)
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -516,6 +516,12 @@ def test_a_function_whose_parameter_no_keyword_can_fill_is_refused_when_register
         @app.worker
         def report(month: str, /) -> None: ...
 
+    # A worker declared with cron= fires with no args: it must need none.
+    with pytest.raises(ConfigurationError, match=r"report\(\) fires on cron= .* requires month"):
+
+        @app.worker(cron="0 3 * * *")
+        def report(month: str, region: str = "eu") -> None: ...
+
     assert len(app.workers) == 0
 
 

@@ -169,7 +169,9 @@ def _app(dsn: str | None, schema: str | None, app: str | None = None) -> Iterato
                 raise ConfigurationError("--app: give --app, or --dsn/--schema, not both")
             shigoto = load_app(app)
         else:
-            shigoto = Shigoto(dsn=dsn, schema=schema)
+            # Only what was given: schema=None would be a value, not "the default".
+            given: dict[str, Any] = {} if schema is None else {"schema": schema}
+            shigoto = Shigoto(dsn=dsn, **given)
         try:
             yield shigoto
         finally:

@@ -316,9 +316,13 @@ class WorkerRegistry:
         checked = _checked_options(options)
         name = checked.pop("name", f"{func.__module__}.{func.__qualname__}")
         namespace = _wrap_hooks(checked)
-        namespace.update(
-            func=staticmethod(func), signature=Signature.of(func), __doc__=func.__doc__
-        )
+        signature = Signature.of(func)
+        if checked.get("cron") is not None and signature is not None and signature.required:
+            needed = ", ".join(sorted(signature.required))
+            raise ConfigurationError(
+                f"worker: {signature.name}() fires on cron= with no args, but requires {needed}"
+            )
+        namespace.update(func=staticmethod(func), signature=signature, __doc__=func.__doc__)
         cls: type[FunctionWorker] = type(func.__name__, (FunctionWorker,), namespace)
         self._add(app, name, cls)
         instance = cls()
