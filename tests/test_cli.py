@@ -279,7 +279,7 @@ async def test_bad_input_or_a_database_that_is_down_is_one_line_and_exit_status_
         ),
     }
     for name, (args, message) in cases.items():
-        done = shigoto(*args, env=command_env)
+        done = shigoto(*args, env={**command_env, "COLUMNS": "40"})  # one line, even so
         assert done.returncode == 1, (name, done.stdout, done.stderr)
         assert "Traceback" not in done.stderr, (name, done.stderr)
         lines = done.stderr.splitlines()

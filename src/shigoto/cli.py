@@ -78,7 +78,8 @@ class _Output(Console):
 # Markup, emoji codes and highlighting off: names and tags from the database are shown as
 # they are (a queue named "[/x]" would otherwise crash the command, "[link=...]" make a link).
 out = _Output(markup=False, emoji=False, highlight=False)
-err = Console(stderr=True, markup=False, emoji=False, highlight=False)
+# soft_wrap: an error stays one line, however narrow the terminal (the terminal wraps it).
+err = Console(stderr=True, markup=False, emoji=False, highlight=False, soft_wrap=True)
 
 
 # What a command reports as one line rather than a traceback: bad input, a database that
