@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -78,11 +79,11 @@ def _run(mode: str, dsn: str, schema: str) -> tuple[float, str]:
         stderr=subprocess.PIPE,
     )
     try:
-        out, err = process.communicate(timeout=60)
+        out, err = process.communicate(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
         out, err = process.communicate()
-        pytest.fail(f"the script did not exit within 60 s: {out.decode()} {err.decode()}")
+        pytest.fail(f"the script did not exit within 20 s: {out.decode()} {err.decode()}")
     ended = time.monotonic()
     said = out.decode().split()
     assert said[:1] == ["returned"], err.decode()
@@ -101,6 +102,11 @@ def test_a_script_that_does_not_close_the_app_exits_at_once(
 def test_a_script_exits_at_once_while_a_connection_attempt_is_under_way(
     silent_server: str, schema: str
 ) -> None:
-    took, errors = _run("unreachable", silent_server, schema)
-    assert errors == ""
-    assert took < 2.0
+    # Several times over: whether asyncio.run's cancellation meets a pool task at the
+    # instant it would swallow it (a connection attempt scheduling its retry) is a race,
+    # lost about one run in five without the fix.
+    with ThreadPoolExecutor(4) as runs:
+        results = list(runs.map(lambda _: _run("unreachable", silent_server, schema), range(12)))
+    for took, errors in results:
+        assert errors == ""
+        assert took < 2.0

@@ -24,9 +24,9 @@ They also ride out faults of the server:
 - `getconn` that gets no connection within its timeout raises `DatabaseUnavailable`
   naming the last connection error, or `PoolExhausted` when the server answers but every
   connection of the pool is in use, rather than psycopg_pool's `PoolTimeout`.
-- Cancelled while it connects (asyncio.run ends the loop of a script that did not close
-  the app), a pool task of the async pool ends, rather than go on waiting for work that
-  never comes and keep asyncio.run from returning.
+- Cancelled (asyncio.run ends the loop of a script that did not close the app), the async
+  pool's tasks end, also while a connection attempt is under way, rather than take the
+  cancellation for a failed attempt and keep asyncio.run from returning.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from typing import Any
 import psycopg
 from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
+from psycopg_pool._acompat import AEvent
 from psycopg_pool.base import AttemptWithBackoff
 from psycopg_pool.pool_async import StopWorker
 
@@ -144,6 +145,11 @@ class LifoAsyncConnectionPool(AsyncConnectionPool):
         _most_recent_first(self)
         return await super()._get_ready_connection(timeout)
 
+    def _open(self) -> None:
+        super()._open()
+        if not isinstance(self._sched._event, _Event):  # the scheduler's task waits on it
+            self._sched._event = _Event()
+
     async def _connect(self, timeout: float | None = None) -> Any:
         try:
             conn = await super()._connect(timeout)
@@ -205,6 +211,22 @@ def _has_news(conn: Any) -> bool:
     except psycopg.OperationalError:
         return True  # closed: news enough
     return bool(select.select((socket,), (), (), 0)[0])
+
+
+class _Event(AEvent):
+    """The event psycopg_pool's scheduler task sleeps on, waited for with
+    `asyncio.timeout`: on Python 3.11 `asyncio.wait_for` swallows a cancellation that
+    arrives as the event is set (a connection attempt scheduling its retry as asyncio.run
+    cancels everything), and the task would then sleep until its next chore, up to ten
+    minutes, holding asyncio.run up all that time."""
+
+    async def wait_timeout(self, timeout: float) -> bool:
+        try:
+            async with asyncio.timeout(timeout):
+                await self.wait()
+        except TimeoutError:
+            return False
+        return True
 
 
 class _Retry(AttemptWithBackoff):
