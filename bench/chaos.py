@@ -1,8 +1,10 @@
-"""The chaos harness: node processes run a mixed workload while the harness kills them,
-cuts their connections, restarts PostgreSQL, exhausts its connections, pins the vacuum
-horizon and floods inserts; then it checks that nothing was lost or run twice.
+"""The chaos harness: node processes run a mixed workload, with hostile jobs among it,
+while the harness kills them, cuts their connections, restarts PostgreSQL, exhausts its
+connections, pins the vacuum horizon and floods inserts, and a client process inserts
+through all of it; then it checks that nothing was lost or run twice, that every kind of
+job ended as it should, and that the client saw no error once the server was back.
 
-    python -m bench chaos                    # the short profile (~60 s; CI runs it)
+    python -m bench chaos                    # the short profile (~90 s; CI runs it)
     python -m bench chaos --minutes 10       # the long profile: 100,000+ jobs
 
 It runs on a private embedded PostgreSQL of its own (it restarts it), prints a JSON
@@ -31,14 +33,17 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from bench.chaos_app import LEDGER
+from bench.chaos_app import EXPECTED, LEDGER
 from shigoto import Shigoto
 from shigoto.db.embedded import embedded_dsn, stop_embedded
 
 ROOT = Path(__file__).parent.parent
 SCHEMA = "chaos"
+POOL_MAX_SIZE = 8  # each node's; its `hold` queue runs as many connection holders
 NODE_SETTINGS = {
-    "SHIGOTO_QUEUES": "default=10,slow=5,cpu=2",
+    "SHIGOTO_QUEUES": f"default=10,slow=5,cpu=2,hold={POOL_MAX_SIZE}",
+    "SHIGOTO_POOL_MAX_SIZE": str(POOL_MAX_SIZE),
+    "SHIGOTO_MAX_RESULT_BYTES": "100000",
     "SHIGOTO_HEARTBEAT_INTERVAL": "1",
     "SHIGOTO_RESCUE_AFTER": "4",
     "SHIGOTO_POLL_INTERVAL": "0.5",
@@ -46,6 +51,10 @@ NODE_SETTINGS = {
     "SHIGOTO_SHUTDOWN_TIMEOUT": "5",
 }
 RSS_GROWTH_BOUND_MB = 60.0  # per node, from its first sample after warm-up to its last
+CLIENT_ID = 100  # the client process's producer ids: 100 (async inserts), 101 (sync)
+# Faults during which the server refuses (some) connections, or that cut connections
+# mid-statement: a client call in flight across one may fail; any other may not.
+CLIENT_FAULTS = ("restart", "exhaust", "purge", "terminate")
 
 
 @dataclass
@@ -93,6 +102,7 @@ class Fault:
     at: float  # seconds since the start
     db_at: datetime | None = None  # the same moment by the database's clock
     detail: str = ""
+    until: float | None = None  # when it was over (the server back, the connections freed)
     pid: int | None = None  # the node killed, for kills
     throughput_recovered_after_s: float | None = None  # None: not measurable (idle before)
     work_resumed_after_s: float | None = None  # a job started after the fault completed
@@ -164,6 +174,16 @@ class Harness:
         self.nodes.append(node)
         return node
 
+    def start_client(self) -> subprocess.Popen[bytes]:
+        command = ["-m", "bench.chaos_client", "--id", str(CLIENT_ID)]
+        return subprocess.Popen(
+            [sys.executable, *command, "--seconds", str(self.profile.seconds)],
+            env=self._env(),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+
     def start_producer(self, number: int) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [
@@ -198,22 +218,24 @@ class Harness:
         for _ in range(self.profile.nodes):
             self.start_node()
         producers = [self.start_producer(n) for n in range(1, self.profile.producers + 1)]
+        client = self.start_client()
         sampler = asyncio.create_task(self._sample())
         await self._faults()
         reports = [
             json.loads((await asyncio.to_thread(p.communicate))[0] or b"{}") for p in producers
         ]
+        client_reports = json.loads((await asyncio.to_thread(client.communicate))[0] or b"[]")
         settled = await self._settle(timeout=max(120.0, self.profile.seconds))
         sampler.cancel()
         await self._stop_nodes()
         leaked = await self._backends() - baseline_backends
-        result = await self._check(reports, settled, leaked)
+        result = await self._check(reports, client_reports, settled, leaked)
         assert self.app is not None
         await self.app.close()
         return result
 
     async def _insert_backlog(self) -> None:
-        from bench.chaos_app import job_mix
+        from bench.chaos_app import hostile_jobs, job_mix
         from shigoto import JobSpec
 
         assert self.app is not None
@@ -221,6 +243,20 @@ class Harness:
         specs = [
             JobSpec.build(name, args, queue=queue, meta={"producer": 0, "seq": n})
             for n, (name, args, queue) in enumerate(mix)
+        ]
+        # The hostile ones are due at their moments of the run (its clock starts about now).
+        specs += [
+            JobSpec.build(
+                name,
+                args,
+                queue=queue,
+                scheduled_in=at,
+                max_attempts=attempts,
+                meta={"producer": 0, "seq": n},
+            )
+            for n, (name, args, queue, at, attempts) in enumerate(
+                hostile_jobs(self.profile.seconds, self.rng), start=len(specs)
+            )
         ]
         for start in range(0, len(specs), 5_000):
             await self.app.insert_all(specs[start : start + 5_000])
@@ -285,14 +321,16 @@ class Harness:
         at, db_at = self.now(), await self._db_now()
         killed = await self._query_one(query, [None if everything else 3])
         kind = "purge" if everything else "terminate"
-        self.faults.append(Fault(kind, at, db_at, f"{killed} backends"))
+        self.faults.append(Fault(kind, at, db_at, f"{killed} backends", until=self.now()))
 
     async def _restart(self) -> None:
         at, db_at = self.now(), await self._db_now()
         await asyncio.to_thread(stop_embedded, self.home)
         await asyncio.sleep(2)
         await asyncio.to_thread(embedded_dsn, self.home)
-        self.faults.append(Fault("restart", at, db_at, "server stopped for 2 s"))
+        await self._db_now()  # the server accepts connections again
+        back = self.now()
+        self.faults.append(Fault("restart", at, db_at, "server stopped for 2 s", until=back))
 
     async def _exhaust(self) -> None:
         at, db_at = self.now(), await self._db_now()
@@ -304,10 +342,12 @@ class Harness:
                 break
             if len(hogs) > 500:
                 break
-        self.faults.append(Fault("exhaust", at, db_at, f"{len(hogs)} extra connections"))
+        fault = Fault("exhaust", at, db_at, f"{len(hogs)} extra connections")
+        self.faults.append(fault)
         await asyncio.sleep(self.profile.exhaust_seconds)
         for hog in hogs:
             await hog.close()
+        fault.until = self.now()
 
     async def _idle_transaction(self) -> None:
         at, db_at = self.now(), await self._db_now()
@@ -403,7 +443,11 @@ class Harness:
     # -- verdict -----------------------------------------------------------------------------
 
     async def _check(
-        self, reports: list[dict[str, Any]], settled: bool, leaked: int
+        self,
+        reports: list[dict[str, Any]],
+        client_reports: list[dict[str, Any]],
+        settled: bool,
+        leaked: int,
     ) -> dict[str, Any]:
         conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
         jobs = {
@@ -412,7 +456,7 @@ class Harness:
                 await conn.execute(
                     sql.SQL(
                         "SELECT id, state::text, attempt, errors, (meta->>'producer')::int, "
-                        "(meta->>'seq')::int FROM {}"
+                        "(meta->>'seq')::int, worker FROM {}"
                     ).format(sql.Identifier(SCHEMA, "jobs"))
                 )
             ).fetchall()
@@ -426,10 +470,10 @@ class Harness:
         ).fetchall()
         await conn.close()
 
-        present = {(p, s) for (_, _, _, p, s) in jobs.values()}
+        present = {(p, s) for (_, _, _, p, s, _) in jobs.values()}
         confirmed = [(0, n) for n in range(self.backlog)]
         uncertain = 0
-        for report in reports:
+        for report in [*reports, *client_reports]:
             confirmed += [(report["producer"], n) for n in report.get("confirmed", [])]
             uncertain += len(report.get("uncertain", []))
         lost = [key for key in confirmed if key not in present]
@@ -452,7 +496,7 @@ class Harness:
                 open_runs[key]["end"], open_runs[key]["event"] = at, event
         overlaps, unexplained_duplicates, dangling = [], [], []
         for job_id, job_runs in runs.items():
-            state, attempt, errors, *_ = jobs.get(job_id, ("missing", 0, [], 0, 0))
+            state, attempt, errors, *_ = jobs.get(job_id, ("missing", 0, [], 0, 0, ""))
             failed_at = {e.get("attempt"): datetime.fromisoformat(e["at"]) for e in errors}
             for run in job_runs:
                 if run["end"] is None:
@@ -480,6 +524,8 @@ class Harness:
             fault.throughput_recovered_after_s = self._recovery(fault.at)
             self._assess(fault, runs, jobs)
         rss = self._rss_report()
+        classes, unexpected = _endings(jobs)
+        client = self._client_report(client_reports)
         breaches = {
             "lost": len(lost),
             "unfinished": len(unfinished),
@@ -489,6 +535,8 @@ class Harness:
             "runs_without_end_on_live_nodes": len(dangling),
             "leaked_connections": max(0, leaked),
             "rss_growth_over_bound": rss["nodes_over_bound"],
+            "unexpected_endings": len(unexpected),
+            "client_errors": client["errors_outside_faults"],
         }
         return {
             "profile": self.profile.name,
@@ -515,6 +563,8 @@ class Harness:
             "duplicates": len(unexplained_duplicates),
             "faults": [{k: v for k, v in f.__dict__.items() if k != "db_at"} for f in self.faults],
             "rss": rss,
+            "classes": classes,
+            "client": client,
             "breaches": breaches,
             "examples": {
                 "lost": lost[:5],
@@ -523,8 +573,33 @@ class Harness:
                 "duplicates": unexplained_duplicates[:5],
                 "attempt_mismatch": attempt_mismatch[:5],
                 "dangling": dangling[:5],
+                "unexpected_endings": unexpected[:5],
             },
             "ok": settled and not any(breaches.values()),
+        }
+
+    def _client_report(self, client_reports: list[dict[str, Any]]) -> dict[str, Any]:
+        """The client's failed calls: those in flight during a fault that refuses or cuts
+        connections are expected; any other one (after the server was back, after a
+        purge) is a breach."""
+        windows = [
+            (f.at, f.until if f.until is not None else f.at)
+            for f in self.faults
+            if f.kind in CLIENT_FAULTS
+        ]
+        expected: list[dict[str, Any]] = []
+        unexpected: list[dict[str, Any]] = []
+        for report in client_reports:
+            for error in report["errors"]:
+                started, ended = error["started"] - self.began, error["ended"] - self.began
+                call = {**error, "started": round(started, 2), "ended": round(ended, 2)}
+                during = any(started <= until and ended >= at for at, until in windows)
+                (expected if during else unexpected).append(call)
+        return {
+            "inserts_confirmed": sum(len(r["confirmed"]) for r in client_reports),
+            "errors_during_faults": len(expected),
+            "errors_outside_faults": len(unexpected),
+            "examples": {"during_faults": expected[:3], "outside_faults": unexpected[:5]},
         }
 
     def _recovery(self, at: float) -> float | None:
@@ -600,6 +675,30 @@ class Harness:
             "bound_mb": RSS_GROWTH_BOUND_MB,
             "nodes_over_bound": over,
         }
+
+
+def _endings(jobs: dict[int, Any]) -> tuple[dict[str, Any], list[int]]:
+    """Per kind of job: how it is expected to end and how its jobs did end; and the jobs
+    that ended otherwise. A poison job must be discarded with every failure saying that
+    its result could not be stored (or that its node was lost): it is accounted for."""
+    classes: dict[str, Any] = {}
+    unexpected: list[int] = []
+    final = ("completed", "discarded", "cancelled")
+    for job_id, (state, _, errors, _, _, worker) in sorted(jobs.items()):
+        allowed = EXPECTED.get(worker, final)
+        entry = classes.setdefault(worker, {"expected": list(allowed), "jobs": 0, "ended": {}})
+        entry["jobs"] += 1
+        entry["ended"][state] = entry["ended"].get(state, 0) + 1
+        wrong = state in final and state not in allowed
+        if worker == "chaos.poison" and state in final:
+            wrong = wrong or not all(
+                e.get("error") in ("NodeLost", "NodeFenced")
+                or "could not be stored" in (e.get("message") or "")
+                for e in errors
+            )
+        if wrong:
+            unexpected.append(job_id)
+    return classes, unexpected
 
 
 def _rss_mb(pid: int) -> float:

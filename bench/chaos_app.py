@@ -3,6 +3,11 @@
 Configured from SHIGOTO_* variables. Every run writes `start` and then `ok`, `error` or
 `interrupted` to `<schema>.ledger` (each in its own transaction), so the harness can
 prove afterwards what ran, where, how often and whether runs overlapped.
+
+Besides the mix, a few hostile jobs (`hostile_jobs`) come at set moments of the run: one
+that returns a result no database can store, one that blocks its node's event loop for
+longer than `rescue_after`, and bursts of jobs that hold pooled connections for longer
+than a node may go without a heartbeat. `EXPECTED` says how each kind of job must end.
 """
 
 from __future__ import annotations
@@ -10,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import time
 from collections.abc import Awaitable, Callable
+from types import MappingProxyType
 from typing import Any
 
 from psycopg import sql
@@ -39,6 +46,25 @@ WORKERS = {  # name -> share of the job mix
     "chaos.timeout": 0.05,
 }
 QUEUES = {"chaos.slow": "slow", "chaos.cpu": "cpu"}
+
+# How each kind of job must end: the final states it may reach. A job that ends in any
+# other state breaches the run, and so does a poison job whose failures do not say that
+# its result could not be stored.
+EXPECTED: dict[str, tuple[str, ...]] = {
+    "chaos.fast": ("completed",),
+    "chaos.flaky": ("completed", "discarded"),  # 30% of runs fail: five in a row may
+    "chaos.slow": ("completed",),
+    "chaos.snooze": ("completed",),
+    "chaos.cpu": ("completed",),
+    "chaos.timeout": ("completed",),  # its first run times out, the next ones do not
+    "chaos.poison": ("discarded",),  # every run fails: its result cannot be stored
+    "chaos.block": ("completed",),
+    "chaos.hold": ("completed",),
+}
+POISON_KINDS = ("unencodable", "huge_int", "mapping_proxy", "oversize")
+POISON_ATTEMPTS = 2
+BLOCK_SECONDS = 6.0  # longer than the chaos nodes' rescue_after (4 s)
+HOLD_SECONDS = 4.0  # longer than a node may go without a heartbeat (rescue_after - 1 s)
 
 
 async def _record(event: str) -> None:
@@ -108,6 +134,50 @@ async def timeout() -> None:
     await _ledgered(lambda: asyncio.sleep(1.0 if job.attempt == 1 else 0))
 
 
+def _poison(kind: str) -> object:
+    """A result the acker cannot write, of the kind asked for."""
+    if kind == "unencodable":
+        return {"value": object()}
+    if kind == "huge_int":
+        return 10**5000  # JSON has no limit, PostgreSQL's numeric and Python's str() do
+    if kind == "mapping_proxy":
+        return {"nested": MappingProxyType({"a": 1})}
+    limit = getattr(app.config, "max_result_bytes", 1_000_000)
+    return "x" * (limit + 1)
+
+
+@app.worker(name="chaos.poison", max_attempts=POISON_ATTEMPTS, backoff=lambda a, e: 0.2)
+async def poison(kind: str) -> object:
+    # `returned`, not `ok`: the run did its work, but must end as a failure.
+    await _record("start")
+    value = _poison(kind)
+    await _record("returned")
+    return value
+
+
+@app.worker(name="chaos.block")
+async def block() -> None:
+    async def body() -> None:
+        time.sleep(BLOCK_SECONDS)  # the mistake on purpose: the node's loop stops
+
+    await _ledgered(body)
+
+
+@app.worker(name="chaos.hold", queue="hold", max_attempts=5)
+async def hold() -> None:
+    """Holds a pooled connection (its ledger entries go through it too)."""
+    job = current_job()
+    table = sql.Identifier(app.config.schema, "ledger")
+    entry = sql.SQL(
+        "INSERT INTO {} (job_id, node, pid, attempt, event) VALUES (%s, %s, %s, %s, %s)"
+    ).format(table)
+    who = [job.id, job.attempted_by or "?", os.getpid(), job.attempt]
+    async with app.connection() as conn:
+        await conn.execute(entry, [*who, "start"])
+        await asyncio.sleep(HOLD_SECONDS)
+        await conn.execute(entry, [*who, "ok"])
+
+
 def _record_sync(event: str) -> None:
     job = current_job()
     table = sql.Identifier(app.config.schema, "ledger")
@@ -142,4 +212,21 @@ def job_mix(count: int, rng: random.Random) -> list[tuple[str, dict[str, Any], s
             {"seconds": round(rng.uniform(0.2, 1.0), 2)} if name == "chaos.slow" else {}
         )
         jobs.append((name, args, QUEUES.get(name, "default")))
+    return jobs
+
+
+def hostile_jobs(
+    seconds: float, rng: random.Random
+) -> list[tuple[str, dict[str, Any], str, float, int]]:
+    """The hostile jobs of a run `seconds` long, as (worker, args, queue, scheduled_in,
+    max_attempts): three of each poison kind and four loop blockers at random moments,
+    and three bursts of 16 connection holders (more than a node's `pool_max_size`)."""
+    jobs: list[tuple[str, dict[str, Any], str, float, int]] = []
+    for kind in POISON_KINDS * 3:
+        at = round(rng.uniform(0.05, 0.8) * seconds, 2)
+        jobs.append(("chaos.poison", {"kind": kind}, "default", at, POISON_ATTEMPTS))
+    for _ in range(4):
+        jobs.append(("chaos.block", {}, "default", round(rng.uniform(0.1, 0.8) * seconds, 2), 3))
+    for share in (0.25, 0.5, 0.7):
+        jobs += [("chaos.hold", {}, "hold", round(share * seconds, 2), 5)] * 16
     return jobs

@@ -2,18 +2,25 @@
 calls: the node rides it out, nothing is lost, and calls fail fast while it is away and
 work again as soon as it is back.
 
-These tests restart a server, so it always uses a private embedded PostgreSQL of its own
+These tests restart a server, so they always use a private embedded PostgreSQL of their own
 (never the shared test server or SHIGOTO_TEST_DSN).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
 import signal
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -22,8 +29,8 @@ from psycopg import sql
 from shigoto import DatabaseUnavailable, JobSpec, JobState, Shigoto
 from shigoto.db.embedded import embedded_dsn, stop_embedded
 from shigoto.db.faults import describe
-from tests.conftest import FAST, start_node, wait_until
-from tests.nodeapp import LEDGER, ledger_table
+from tests.conftest import FAST, ROOT, start_node, wait_until
+from tests.nodeapp import LEDGER, ledger_table, noop
 
 
 @pytest.fixture(scope="module")
@@ -232,3 +239,128 @@ async def test_a_node_works_on_after_its_pooled_connections_were_terminated(
         await app.close()
     # Nothing failed on the way: no claim, outcome or job statement met a dead connection.
     assert "AdminShutdown" not in output and "retrying" not in output, output
+
+
+# Seconds the server is down: at least 30, and past psycopg_pool's fifth reconnect attempt
+# after the first failure (31 s, give or take its 10% jitter), so that a pool whose
+# backoff doubles without a cap would idle until its sixth (~63 s), whatever the jitter.
+OUTAGE = 36.0
+RESUME_WITHIN = 2.0  # seconds after the server accepts connections again
+GIVE_UP_AFTER = 45.0  # seconds after its return: long enough to measure a slow recovery
+
+
+def _drain(process: subprocess.Popen[bytes]) -> list[str]:
+    """The child's output lines, read as they come (a full pipe would stall the child)."""
+    lines: list[str] = []
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line.decode(errors="replace").rstrip())
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
+def _first_accept(dsn: str) -> tuple[float, datetime]:
+    """Connect as soon as the server accepts: that moment by this machine's monotonic
+    clock (the client's too) and by the server's clock (the jobs' timestamps)."""
+    while True:
+        try:
+            with psycopg.connect(dsn, connect_timeout=1) as conn:
+                accepted = time.monotonic()
+                row = conn.execute("SELECT clock_timestamp()").fetchone()
+                assert row is not None
+                return accepted, row[0]
+        except psycopg.OperationalError:
+            time.sleep(0.01)
+
+
+async def _first_work_since(dsn: str, schema: str, moment: datetime) -> tuple[datetime, ...]:
+    """When the node first claimed a job, and first completed one it claimed, at or after
+    `moment`; () while it has not."""
+    query = sql.SQL(
+        "SELECT min(attempted_at), min(completed_at) FROM {}.jobs "
+        "WHERE state = 'completed' AND attempted_at >= %s"
+    ).format(sql.Identifier(schema))
+    with contextlib.suppress(psycopg.OperationalError):
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            row = await (await conn.execute(query, [moment])).fetchone()
+            if row is not None and row[0] is not None:
+                return tuple(row)
+    return ()
+
+
+async def test_a_node_and_a_client_resume_within_2s_of_a_long_outage(
+    private_server: Path, nodes: list[subprocess.Popen[bytes]]
+) -> None:
+    """A node process and a client process (inserting in a loop on pooled connections,
+    async and sync) keep running while the server is down for over 30 s; within 2 s of
+    the server accepting connections again, the node has claimed and completed a job and
+    both kinds of client insert have succeeded, and no insert begun after that fails."""
+    dsn = embedded_dsn(private_server)
+    schema = "outage_long"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    app = Shigoto(dsn=dsn, schema=schema)
+    await app.migrate()
+    async with app.connection() as conn:
+        await conn.execute(sql.SQL(LEDGER).format(ledger_table(schema)))  # type: ignore[arg-type]
+    # Due while the server is down: work that waits for the node the moment it is back.
+    await app.insert_all([noop.new({}, scheduled_in=OUTAGE / 2) for _ in range(20)])
+    await app.close()
+
+    node_output = _drain(start_node(nodes, dsn, schema, queues="default=4"))
+    environment = {"SHIGOTO_DSN": dsn, "SHIGOTO_SCHEMA": schema, "PYTHONPATH": str(ROOT)}
+    client = subprocess.Popen(
+        [sys.executable, "-m", "tests.outage_client"],
+        env={**os.environ, **environment},
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    nodes.append(client)  # killed at the end, as the node is
+    client_output = _drain(client)
+
+    def calls() -> list[dict[str, Any]]:
+        said = []
+        for line in list(client_output):
+            with contextlib.suppress(ValueError):
+                said.append(json.loads(line))
+        return said
+
+    def inserted(via: str, after: float) -> list[float]:
+        """When the client's `via` inserts that succeeded after `after` returned."""
+        return [c["at"] for c in calls() if c["via"] == via and c["ok"] and c["at"] > after]
+
+    async def within(seconds: float, check: Any) -> Any:
+        with contextlib.suppress(AssertionError):
+            return await wait_until(check, timeout=seconds, every=0.05)
+        return None
+
+    def said() -> str:
+        return f"node said: {node_output[-15:]}\nclient said: {client_output[-6:]}"
+
+    # Both at work before the outage.
+    for via in ("async", "sync"):
+        await wait_until(lambda via=via: asyncio.sleep(0, inserted(via, 0)), timeout=30)
+    assert await within(30, lambda: _first_work_since(dsn, schema, datetime.min)), said()
+
+    await asyncio.to_thread(stop_embedded, private_server)
+    await asyncio.sleep(OUTAGE)  # the fault itself: the server stays down this long
+    accepting = asyncio.create_task(asyncio.to_thread(_first_accept, dsn))
+    assert await asyncio.to_thread(embedded_dsn, private_server) == dsn
+    back, db_back = await accepting
+
+    for via in ("async", "sync"):
+        await within(GIVE_UP_AFTER, lambda via=via: asyncio.sleep(0, inserted(via, back)))
+        after = min(inserted(via, back), default=back + GIVE_UP_AFTER) - back
+        assert after <= RESUME_WITHIN, f"first {via} insert {after:.1f}s after: {said()}"
+    work = await within(GIVE_UP_AFTER, lambda: _first_work_since(dsn, schema, db_back))
+    assert work, f"no job claimed and completed in {GIVE_UP_AFTER:g}s: {said()}"
+    claimed, completed = ((moment - db_back).total_seconds() for moment in work)
+    assert claimed <= RESUME_WITHIN, f"first claim {claimed:.1f}s after: {said()}"
+    assert completed <= RESUME_WITHIN, f"first completion {completed:.1f}s after: {said()}"
+    failed = [c for c in calls() if c["started"] >= back and not c["ok"]]
+    assert not failed, f"inserts begun after the server was back failed: {failed[:3]}"
+    assert nodes[0].poll() is None, said()
