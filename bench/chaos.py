@@ -510,7 +510,12 @@ class Harness:
                 if before["end"] is not None and after["start"] < before["end"]:
                     overlaps.append(job_id)
             lost_nodes = sum(1 for e in errors if e.get("error") in ("NodeLost", "NodeFenced"))
-            oks = sum(1 for r in job_runs if r["event"] == "ok")
+            # A run whose attempt is recorded as failed (a timeout that fired just after
+            # the work's last statement, say) was not a success, whatever the ledger says.
+            failed = {
+                e.get("attempt") for e in errors if e.get("error") not in ("NodeLost", "NodeFenced")
+            }
+            oks = sum(1 for r in job_runs if r["event"] == "ok" and r["attempt"] not in failed)
             allowed = 1 + lost_nodes if state == "completed" else lost_nodes
             if oks > allowed:
                 unexplained_duplicates.append(job_id)
