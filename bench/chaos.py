@@ -211,10 +211,17 @@ class Harness:
     # -- the run -----------------------------------------------------------------------------
 
     async def run(self) -> dict[str, Any]:
+        phases: dict[str, float] = {}  # seconds each phase took, for the report
+
+        def phase(name: str, began: float) -> None:
+            phases[name] = round(self.now() - began, 1)
+
+        began = self.now()
         await self.setup()
         baseline_backends = await self._backends()
-        backlog = asyncio.create_task(self._insert_backlog())
-        await backlog
+        await self._insert_backlog()
+        phase("setup", began)
+        began = self.now()
         for _ in range(self.profile.nodes):
             self.start_node()
         producers = [self.start_producer(n) for n in range(1, self.profile.producers + 1)]
@@ -225,38 +232,34 @@ class Harness:
             json.loads((await asyncio.to_thread(p.communicate))[0] or b"{}") for p in producers
         ]
         client_reports = json.loads((await asyncio.to_thread(client.communicate))[0] or b"[]")
+        phase("faults", began)
+        began = self.now()
         settled = await self._settle(timeout=max(120.0, self.profile.seconds))
         sampler.cancel()
+        phase("settle", began)
+        began = self.now()
         await self._stop_nodes()
+        phase("stop", began)
         leaked = await self._backends() - baseline_backends
         result = await self._check(reports, client_reports, settled, leaked)
         assert self.app is not None
         await self.app.close()
-        return result
+        return {**result, "phases_s": phases}
 
     async def _insert_backlog(self) -> None:
-        from bench.chaos_app import hostile_jobs, job_mix
-        from shigoto import JobSpec
+        from bench.chaos_app import build, hostile_jobs, job_mix
 
         assert self.app is not None
         mix = job_mix(self.profile.backlog, self.rng)
         specs = [
-            JobSpec.build(name, args, queue=queue, meta={"producer": 0, "seq": n})
+            build(name, args, queue=queue, meta={"producer": 0, "seq": n})
             for n, (name, args, queue) in enumerate(mix)
         ]
         # The hostile ones are due at their moments of the run (its clock starts about now).
+        hostile = hostile_jobs(self.profile.seconds, self.rng)
         specs += [
-            JobSpec.build(
-                name,
-                args,
-                queue=queue,
-                scheduled_in=at,
-                max_attempts=attempts,
-                meta={"producer": 0, "seq": n},
-            )
-            for n, (name, args, queue, at, attempts) in enumerate(
-                hostile_jobs(self.profile.seconds, self.rng), start=len(specs)
-            )
+            build(name, args, scheduled_in=at, meta={"producer": 0, "seq": n})
+            for n, (name, args, at) in enumerate(hostile, start=len(specs))
         ]
         for start in range(0, len(specs), 5_000):
             await self.app.insert_all(specs[start : start + 5_000])
@@ -529,7 +532,7 @@ class Harness:
             fault.throughput_recovered_after_s = self._recovery(fault.at)
             self._assess(fault, runs, jobs)
         rss = self._rss_report()
-        classes, unexpected = _endings(jobs)
+        classes, unexpected = _endings(jobs, runs)
         client = self._client_report(client_reports)
         breaches = {
             "lost": len(lost),
@@ -682,10 +685,13 @@ class Harness:
         }
 
 
-def _endings(jobs: dict[int, Any]) -> tuple[dict[str, Any], list[int]]:
+def _endings(
+    jobs: dict[int, Any], runs: dict[int, list[dict[str, Any]]]
+) -> tuple[dict[str, Any], list[int]]:
     """Per kind of job: how it is expected to end and how its jobs did end; and the jobs
-    that ended otherwise. A poison job must be discarded with every failure saying that
-    its result could not be stored (or that its node was lost): it is accounted for."""
+    that ended otherwise. A poison job must be discarded, each run that returned its
+    result failing because the result could not be stored (or because its node was
+    lost); a run a fault cut short before it returned may fail otherwise."""
     classes: dict[str, Any] = {}
     unexpected: list[int] = []
     final = ("completed", "discarded", "cancelled")
@@ -696,10 +702,12 @@ def _endings(jobs: dict[int, Any]) -> tuple[dict[str, Any], list[int]]:
         entry["ended"][state] = entry["ended"].get(state, 0) + 1
         wrong = state in final and state not in allowed
         if worker == "chaos.poison" and state in final:
+            returned = {r["attempt"] for r in runs.get(job_id, []) if r["event"] == "returned"}
             wrong = wrong or not all(
                 e.get("error") in ("NodeLost", "NodeFenced")
                 or "could not be stored" in (e.get("message") or "")
                 for e in errors
+                if e.get("attempt") in returned
             )
         if wrong:
             unexpected.append(job_id)

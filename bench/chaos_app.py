@@ -22,7 +22,7 @@ from typing import Any
 
 from psycopg import sql
 
-from shigoto import Shigoto, Snooze, current_job
+from shigoto import JobSpec, Shigoto, Snooze, current_job
 
 app = Shigoto()
 
@@ -67,6 +67,20 @@ BLOCK_SECONDS = 6.0  # longer than the chaos nodes' rescue_after (4 s)
 HOLD_SECONDS = 4.0  # longer than a node may go without a heartbeat (rescue_after - 1 s)
 
 
+ATTEMPTS = 5  # enough that the run's faults alone (a rescue, a fence, a cut) never exhaust them
+
+
+def _soon(attempt: int, error: BaseException) -> float:
+    # The faults are under test, not the backoff: the default one (attempt⁴ s plus up to
+    # 30 s) would stretch the wait for the last retries by minutes.
+    return 0.5 * attempt
+
+
+def build(name: str, args: dict[str, Any] | None = None, **options: Any) -> JobSpec:
+    """A job for the worker `name`, with that worker's defaults (queue, attempts)."""
+    return app.workers.get(name).new(args or {}, **options)
+
+
 async def _record(event: str) -> None:
     job = current_job()
     table = sql.Identifier(app.config.schema, "ledger")
@@ -98,12 +112,12 @@ async def _ledgered(body: Callable[[], Awaitable[Any]]) -> Any:
     return result
 
 
-@app.worker(name="chaos.fast")
+@app.worker(name="chaos.fast", max_attempts=ATTEMPTS, backoff=_soon)
 async def fast() -> None:
     await _ledgered(lambda: asyncio.sleep(0))
 
 
-@app.worker(name="chaos.slow", queue="slow")
+@app.worker(name="chaos.slow", queue="slow", max_attempts=ATTEMPTS, backoff=_soon)
 async def slow(seconds: float) -> None:
     await _ledgered(lambda: asyncio.sleep(seconds))
 
@@ -119,7 +133,7 @@ async def flaky() -> None:
     await _ledgered(body)
 
 
-@app.worker(name="chaos.snooze")
+@app.worker(name="chaos.snooze", max_attempts=ATTEMPTS, backoff=_soon)
 async def snooze() -> object:
     job = current_job()
     if job.scheduled_at == job.inserted_at:
@@ -155,7 +169,7 @@ async def poison(kind: str) -> object:
     return value
 
 
-@app.worker(name="chaos.block")
+@app.worker(name="chaos.block", max_attempts=ATTEMPTS, backoff=_soon)
 async def block() -> None:
     async def body() -> None:
         time.sleep(BLOCK_SECONDS)  # the mistake on purpose: the node's loop stops
@@ -163,7 +177,7 @@ async def block() -> None:
     await _ledgered(body)
 
 
-@app.worker(name="chaos.hold", queue="hold", max_attempts=5)
+@app.worker(name="chaos.hold", queue="hold", max_attempts=ATTEMPTS, backoff=_soon)
 async def hold() -> None:
     """Holds a pooled connection (its ledger entries go through it too)."""
     job = current_job()
@@ -190,7 +204,7 @@ def _record_sync(event: str) -> None:
         )
 
 
-@app.worker(name="chaos.cpu", queue="cpu")
+@app.worker(name="chaos.cpu", queue="cpu", max_attempts=ATTEMPTS, backoff=_soon)
 def cpu() -> int:  # a plain function: runs in the node's thread pool
     _record_sync("start")
     try:
@@ -215,18 +229,15 @@ def job_mix(count: int, rng: random.Random) -> list[tuple[str, dict[str, Any], s
     return jobs
 
 
-def hostile_jobs(
-    seconds: float, rng: random.Random
-) -> list[tuple[str, dict[str, Any], str, float, int]]:
-    """The hostile jobs of a run `seconds` long, as (worker, args, queue, scheduled_in,
-    max_attempts): three of each poison kind and four loop blockers at random moments,
-    and three bursts of 16 connection holders (more than a node's `pool_max_size`)."""
-    jobs: list[tuple[str, dict[str, Any], str, float, int]] = []
+def hostile_jobs(seconds: float, rng: random.Random) -> list[tuple[str, dict[str, Any], float]]:
+    """The hostile jobs of a run `seconds` long, as (worker, args, scheduled_in): three of
+    each poison kind and four loop blockers at random moments, and three bursts of 16
+    connection holders (twice a node's `pool_max_size`)."""
+    jobs: list[tuple[str, dict[str, Any], float]] = []
     for kind in POISON_KINDS * 3:
-        at = round(rng.uniform(0.05, 0.8) * seconds, 2)
-        jobs.append(("chaos.poison", {"kind": kind}, "default", at, POISON_ATTEMPTS))
+        jobs.append(("chaos.poison", {"kind": kind}, round(rng.uniform(0.05, 0.8) * seconds, 2)))
     for _ in range(4):
-        jobs.append(("chaos.block", {}, "default", round(rng.uniform(0.1, 0.8) * seconds, 2), 3))
+        jobs.append(("chaos.block", {}, round(rng.uniform(0.1, 0.8) * seconds, 2)))
     for share in (0.25, 0.5, 0.7):
-        jobs += [("chaos.hold", {}, "hold", round(share * seconds, 2), 5)] * 16
+        jobs += [("chaos.hold", {}, round(share * seconds, 2))] * 16
     return jobs

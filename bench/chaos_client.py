@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bench.chaos_app import build
 from shigoto import JobSpec, Shigoto
 
 BURST = 3  # async inserts at once, so that the pool holds several connections
@@ -39,7 +40,7 @@ class Tally:
 
     def spec(self) -> tuple[int, JobSpec]:
         seq, self.seq = self.seq, self.seq + 1
-        return seq, JobSpec.build("chaos.fast", meta={"producer": self.producer, "seq": seq})
+        return seq, build("chaos.fast", meta={"producer": self.producer, "seq": seq})
 
     def failed(self, seq: int, started: float, error: BaseException, via: str) -> None:
         self.uncertain.append(seq)

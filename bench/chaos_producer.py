@@ -19,8 +19,8 @@ import time
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from bench.chaos_app import job_mix
-from shigoto import JobSpec, Shigoto
+from bench.chaos_app import build, job_mix
+from shigoto import Shigoto
 
 
 async def produce(producer: int, jobs: int, seconds: float, seed: int) -> dict[str, object]:
@@ -35,7 +35,7 @@ async def produce(producer: int, jobs: int, seconds: float, seed: int) -> dict[s
     while seq < len(mix):
         size = 1 if rng.random() < 0.3 else rng.randint(20, 200)
         batch = [
-            JobSpec.build(name, args, queue=queue, meta={"producer": producer, "seq": n})
+            build(name, args, queue=queue, meta={"producer": producer, "seq": n})
             for n, (name, args, queue) in enumerate(mix[seq : seq + size], start=seq)
         ]
         numbers = list(range(seq, seq + len(batch)))
