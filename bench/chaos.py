@@ -4,7 +4,7 @@ connections, pins the vacuum horizon and floods inserts, and a client process in
 through all of it; then it checks that nothing was lost or run twice, that every kind of
 job ended as it should, and that the client saw no error once the server was back.
 
-    python -m bench chaos                    # the short profile (~90 s; CI runs it)
+    python -m bench chaos                    # the short profile (~60 s; CI runs it)
     python -m bench chaos --minutes 10       # the long profile: 100,000+ jobs
 
 It runs on a private embedded PostgreSQL of its own (it restarts it), prints a JSON

@@ -17,7 +17,6 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable
-from types import MappingProxyType
 from typing import Any
 
 from psycopg import sql
@@ -61,7 +60,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "chaos.block": ("completed",),
     "chaos.hold": ("completed",),
 }
-POISON_KINDS = ("unencodable", "huge_int", "mapping_proxy", "oversize")
+POISON_KINDS = ("unencodable", "huge_int", "nul_string", "oversize")
 POISON_ATTEMPTS = 2
 BLOCK_SECONDS = 6.0  # longer than the chaos nodes' rescue_after (4 s)
 HOLD_SECONDS = 4.0  # longer than a node may go without a heartbeat (rescue_after - 1 s)
@@ -154,8 +153,8 @@ def _poison(kind: str) -> object:
         return {"value": object()}
     if kind == "huge_int":
         return 10**5000  # JSON has no limit, PostgreSQL's numeric and Python's str() do
-    if kind == "mapping_proxy":
-        return {"nested": MappingProxyType({"a": 1})}
+    if kind == "nul_string":
+        return {"text": "a\x00b"}  # JSON has it, jsonb refuses it
     limit = getattr(app.config, "max_result_bytes", 1_000_000)
     return "x" * (limit + 1)
 
