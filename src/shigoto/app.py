@@ -471,7 +471,7 @@ class Shigoto(_Facade):
         except psycopg.OperationalError as error:
             if not is_connection_fault(error):
                 raise  # about the request, not the connection
-            raise DatabaseUnavailable(describe(error)) from error
+            raise DatabaseUnavailable(describe(error), may_have_run=True) from error
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -977,7 +977,7 @@ class SyncShigoto(_Facade):
         except psycopg.OperationalError as error:
             if not is_connection_fault(error):
                 raise  # about the request, not the connection
-            raise DatabaseUnavailable(describe(error)) from error
+            raise DatabaseUnavailable(describe(error), may_have_run=True) from error
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:

@@ -114,7 +114,21 @@ class DuplicateWorkerError(ShigotoError):
 class DatabaseUnavailable(ShigotoError):
     """The database could not be reached: no connection could be had in time, or the
     connection was lost. Nothing about the request itself was wrong; the same call may
-    succeed once the server is back. `__cause__` is the last connection error."""
+    succeed once the server is back. `__cause__` is the last connection error.
+
+    `may_have_run` tells whether to retry: False when no statement was sent (no
+    connection in time), so a retry is always safe; True when the connection broke while
+    a statement was on its way, so it may have run (an insert may have committed):
+    retry only what may safely happen twice.
+
+        except DatabaseUnavailable as error:
+            if not error.may_have_run:
+                ...   # nothing was written: try again later
+    """
+
+    def __init__(self, message: str = "", *, may_have_run: bool = False) -> None:
+        super().__init__(message)
+        self.may_have_run = may_have_run
 
 
 class PoolExhausted(DatabaseUnavailable):
