@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -195,3 +196,13 @@ async def ledger(db, schema: str, app: Shigoto):
         return list(await cur.fetchall())
 
     return rows
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """A DSN whose server accepts TCP connections and never says a word: an attempt to
+    connect waits out its whole timeout."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield f"postgresql://postgres@127.0.0.1:{listener.getsockname()[1]}/nowhere"

@@ -7,11 +7,9 @@ Each script runs in a process of its own.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -57,16 +55,6 @@ async def main() -> None:
 asyncio.run(main())
 print("returned", time.monotonic(), flush=True)  # one clock for every process (Linux)
 """
-
-
-@pytest.fixture
-def silent_server() -> Iterator[str]:
-    """A DSN whose server accepts TCP connections and never says a word: an attempt to
-    connect waits out its whole timeout."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        yield f"postgresql://postgres@127.0.0.1:{listener.getsockname()[1]}/nowhere"
 
 
 def _run(mode: str, dsn: str, schema: str) -> tuple[float, str]:

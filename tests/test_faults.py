@@ -80,6 +80,20 @@ async def test_a_connection_lost_mid_statement_may_have_run(
     assert caught.value.may_have_run
 
 
+async def test_wait_for_on_a_server_that_never_answers_is_database_unavailable(
+    silent_server: str,
+) -> None:
+    app = Shigoto(dsn=silent_server, connect_timeout=1)
+    try:
+        async with asyncio.timeout(15):  # bounded: the listener's connect once never ended
+            with pytest.raises(DatabaseUnavailable):
+                await app.wait_for(1)
+            with pytest.raises(DatabaseUnavailable):
+                await asyncio.to_thread(app.sync.wait_for, 1)
+    finally:
+        await app.close()
+
+
 def test_describe_names_the_primary_message_only() -> None:
     error = psycopg.OperationalError("connection failed: server closed the connection\nDETAIL: x")
     assert describe(error) == "OperationalError: connection failed: server closed the connection"

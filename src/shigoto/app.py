@@ -36,7 +36,7 @@ from shigoto.batches import Batch
 from shigoto.config import Config
 from shigoto.db import migrator, scheduling, store
 from shigoto.db.embedded import embedded_dsn
-from shigoto.db.faults import describe, is_connection_fault
+from shigoto.db.faults import describe, is_connection_fault, unavailable_on_faults
 from shigoto.db.operations import Operation, run_async, run_sync
 from shigoto.db.pools import LifoAsyncConnectionPool, LifoConnectionPool
 from shigoto.db.queries import Queries
@@ -119,8 +119,8 @@ class _Facade:
             kwargs["prepare_threshold"] = None  # PgBouncer in transaction pooling mode
         return kwargs
 
-    def _listener_kwargs(self) -> dict[str, Any]:
-        return {**self._connection_kwargs(), "application_name": "shigoto-listener"}
+    def _listener_kwargs(self, dsn: str) -> dict[str, Any]:
+        return {**self._pool_kwargs(dsn), "application_name": "shigoto-listener"}
 
     def _poll_pauses(self) -> Iterator[float]:
         """How long `wait_for` sleeps between looks where it may not LISTEN: from 10 ms,
@@ -131,10 +131,10 @@ class _Facade:
             pause = min(2 * pause, self.config.poll_interval)
 
     def _pool_kwargs(self, dsn: str) -> dict[str, Any]:
-        """Connection options of a pool: also a bound on each attempt to connect (libpq
-        counts whole seconds, at least 2), so that a server that does not answer at all
-        cannot keep the pool's workers busy for minutes; a `connect_timeout` in the DSN
-        wins."""
+        """Connection options of a pool (or a listener): also a bound on each attempt to
+        connect (libpq counts whole seconds, at least 2), so that a server that does not
+        answer at all cannot keep the pool's workers (or the listener) waiting for minutes;
+        a `connect_timeout` in the DSN wins."""
         kwargs = self._connection_kwargs()
         if "connect_timeout" not in psycopg.conninfo.conninfo_to_dict(dsn):
             kwargs["connect_timeout"] = max(2, math.ceil(self.config.connect_timeout))
@@ -503,7 +503,7 @@ class Shigoto(_Facade):
         dsn = self.config.listen_dsn
         if not dsn:
             dsn = await asyncio.to_thread(self._dsn)
-        return await psycopg.AsyncConnection.connect(dsn, **self._listener_kwargs())
+        return await psycopg.AsyncConnection.connect(dsn, **self._listener_kwargs(dsn))
 
     def _connect_heartbeat(self, timeout: float) -> psycopg.Connection[Any]:
         """A node's heartbeat connection: direct (no pool, so no job can hold it), bounded
@@ -804,7 +804,11 @@ class Shigoto(_Facade):
         check.integer(job_id, "job_id", (1, 2**63 - 1))
         if timeout is not None:
             check.seconds(timeout, "timeout")
-        async with asyncio.timeout(timeout), contextlib.AsyncExitStack() as stack:
+        async with (
+            asyncio.timeout(timeout),
+            contextlib.AsyncExitStack() as stack,
+        ):
+            stack.enter_context(unavailable_on_faults())  # the listener's faults too
             listener = None
             if self.config.listens:
                 listener = await stack.enter_async_context(await self._connect_listener())
@@ -1081,10 +1085,11 @@ class SyncShigoto(_Facade):
         check.integer(job_id, "job_id", (1, 2**63 - 1))
         deadline = None if timeout is None else time.monotonic() + check.seconds(timeout, "timeout")
         with contextlib.ExitStack() as stack:
+            stack.enter_context(unavailable_on_faults())  # the listener's faults too
             listener = None
             if self.config.listens:
                 dsn = self.config.listen_dsn or self._dsn()
-                listener = stack.enter_context(psycopg.connect(dsn, **self._listener_kwargs()))
+                listener = stack.enter_context(psycopg.connect(dsn, **self._listener_kwargs(dsn)))
                 run_sync(listener, store.listen_finished(self.queries))
                 job = self._run(store.await_job(self.queries, job_id))
             else:

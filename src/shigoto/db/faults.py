@@ -20,9 +20,13 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 from psycopg_pool import PoolClosed, PoolTimeout
+
+from shigoto.outcomes import DatabaseUnavailable
 
 # SQLSTATE classes that say nothing about the request: connection exceptions (08),
 # insufficient resources (53: too many connections, out of memory, disk full), operator
@@ -118,3 +122,20 @@ class Scrubbed(logging.Filter):
 
 
 SCRUBBED = Scrubbed()
+
+
+@contextmanager
+def unavailable_on_faults() -> Iterator[None]:
+    """Raise a connection fault inside the block as `DatabaseUnavailable` (for calls that
+    use a connection of their own, such as `wait_for`'s listener; pooled statements do
+    the same inline).
+
+        with unavailable_on_faults():
+            listener = psycopg.connect(dsn)
+    """
+    try:
+        yield
+    except psycopg.OperationalError as error:
+        if not is_connection_fault(error):
+            raise
+        raise DatabaseUnavailable(describe(error), may_have_run=True) from error
