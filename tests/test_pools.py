@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from datetime import UTC
 
@@ -175,3 +176,27 @@ async def test_jobs_come_back_in_utc_whatever_the_sessions_zone(
         assert inserted.state == "scheduled"
     finally:
         await app.close()
+
+
+async def test_connections_whose_descriptors_are_past_1024_are_handed_out(
+    dsn: str, schema: str, app: Shigoto
+) -> None:
+    """A busy process has many files open; the look at an idle connection's socket before
+    it is handed out works whatever the descriptor's number (select() refuses 1024 on)."""
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 2048), hard))
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    busy = Shigoto(dsn=dsn, schema=schema)
+    try:
+        job = await busy.insert(JobSpec.build("pools.x"))
+        await asyncio.sleep(pools.JUST_BACK * 2)  # so that the next one looks at the socket
+        assert await busy.get_job(job.id) is not None
+        assert await asyncio.to_thread(busy.sync.get_job, job.id) is not None
+        await asyncio.sleep(pools.JUST_BACK * 2)
+        assert await asyncio.to_thread(busy.sync.get_job, job.id) is not None
+    finally:
+        await busy.close()
+        for fd in filler:
+            os.close(fd)

