@@ -118,7 +118,8 @@ class Config:
     connect_timeout: the longest a call waits for a pooled connection (seconds, 5): then
         it raises `DatabaseUnavailable` naming the last connection error (the server is
         down or unreachable) or `PoolExhausted` (the server answers, but every connection
-        of the pool stayed in use). Also the time allowed for each connection attempt.
+        of the pool stayed in use). Each attempt to connect is bounded by it too (in
+        whole seconds, at least 2), unless the DSN sets its own `connect_timeout`.
     prepared_statements: turn off behind PgBouncer in transaction pooling mode. Off, `dsn`
         carries no session state: no prepared statements, no session time zone (the pools'
         connections keep the server's rather than set UTC), and no LISTEN (only
