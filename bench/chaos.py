@@ -131,6 +131,7 @@ class Harness:
         self.samples: list[tuple[float, int]] = []  # (t, completed jobs)
         self.began = time.monotonic()
         self.app: Shigoto | None = None
+        self.failed_producers = 0
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -231,6 +232,9 @@ class Harness:
         reports = [
             json.loads((await asyncio.to_thread(p.communicate))[0] or b"{}") for p in producers
         ]
+        # A producer that died reported nothing it inserted: what it committed would go
+        # unchecked, so its death is a breach of its own.
+        self.failed_producers = sum(1 for p in producers if p.returncode != 0)
         client_reports = json.loads((await asyncio.to_thread(client.communicate))[0] or b"[]")
         phase("faults", began)
         began = self.now()
@@ -545,6 +549,7 @@ class Harness:
             "rss_growth_over_bound": rss["nodes_over_bound"],
             "unexpected_endings": len(unexpected),
             "client_errors": client["errors_outside_faults"],
+            "failed_producers": self.failed_producers,
         }
         return {
             "profile": self.profile.name,

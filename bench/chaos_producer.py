@@ -16,11 +16,8 @@ import json
 import random
 import time
 
-import psycopg
-from psycopg_pool import PoolTimeout
-
 from bench.chaos_app import build, job_mix
-from shigoto import Shigoto
+from shigoto import DatabaseUnavailable, Shigoto
 
 
 async def produce(producer: int, jobs: int, seconds: float, seed: int) -> dict[str, object]:
@@ -46,8 +43,10 @@ async def produce(producer: int, jobs: int, seconds: float, seed: int) -> dict[s
                 await app.insert_all(batch)
             confirmed.extend(numbers)
             seq += len(batch)
-        except (psycopg.OperationalError, PoolTimeout) as error:
-            if _maybe_committed(error):
+        except DatabaseUnavailable as error:
+            # A connection that broke mid-statement leaves the outcome unknown; one that was
+            # never had (no connection in time, connection refused) means nothing was sent.
+            if error.may_have_run:
                 uncertain.extend(numbers)
                 seq += len(batch)
             else:
@@ -65,15 +64,6 @@ async def produce(producer: int, jobs: int, seconds: float, seed: int) -> dict[s
         "uncertain": uncertain,
         "refused": refused,
     }
-
-
-def _maybe_committed(error: Exception) -> bool:
-    """A connection that broke mid-statement leaves the outcome unknown; one we never got
-    (pool timeout, connection refused) means nothing was sent."""
-    if isinstance(error, PoolTimeout):
-        return False
-    text = str(error)
-    return not ("connection failed" in text or "too many clients" in text or "is bad" in text)
 
 
 def main() -> None:

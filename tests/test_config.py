@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -9,6 +10,7 @@ import textwrap
 import pytest
 
 from shigoto import Config, ConfigurationError, Shigoto
+from shigoto.config import _ENV
 
 
 def test_environment_fills_what_keywords_leave_unset() -> None:
@@ -132,3 +134,23 @@ def test_embedded_server_starts_once_and_is_shared_by_processes(tmp_path) -> Non
         assert len(announced) == 1, run.stderr
         assert "using the embedded PostgreSQL in" in announced[0]
     assert stopped
+
+
+def test_every_setting_but_cron_has_its_variable() -> None:
+    """A node started from the environment alone (`shigoto worker`) can be given any
+    setting: the variable of each field is `SHIGOTO_` and its name in capitals."""
+    environ = {
+        "SHIGOTO_PROBE_INTERVAL": "7",
+        "SHIGOTO_SYNC_THREADS": "3",
+        "SHIGOTO_SCHEDULE_TICK": "0.5",
+        "SHIGOTO_QUEUE_WEIGHTS": "default=1,emails=3",
+        "SHIGOTO_PRUNE_INTERVAL": "120",
+        "SHIGOTO_VACUUM_INTERVAL": "9",
+    }
+    config = Config.from_env(environ)
+    assert (config.probe_interval, config.sync_threads, config.schedule_tick) == (7.0, 3, 0.5)
+    assert config.queue_weights == {"default": 1, "emails": 3}
+    assert (config.prune_interval, config.vacuum_interval) == (120.0, 9.0)
+    fields = {f.name for f in dataclasses.fields(Config)} - {"cron"}
+    assert set(_ENV) == fields
+    assert all(variable == f"SHIGOTO_{name.upper()}" for name, (variable, _) in _ENV.items())

@@ -27,6 +27,14 @@
 | SHIGOTO_ARCHIVE_RETENTION     | archive_retention     |
 | SHIGOTO_VACUUM_AFTER          | vacuum_after          |
 | SHIGOTO_MAX_RESULT_BYTES      | max_result_bytes      |
+| SHIGOTO_PROBE_INTERVAL        | probe_interval        |
+| SHIGOTO_SYNC_THREADS          | sync_threads          |
+| SHIGOTO_SCHEDULE_TICK         | schedule_tick         |
+| SHIGOTO_QUEUE_WEIGHTS         | queue_weights ("default=1,emails=3") |
+| SHIGOTO_PRUNE_INTERVAL        | prune_interval        |
+| SHIGOTO_VACUUM_INTERVAL       | vacuum_interval       |
+
+Every field but `cron` has its variable.
 """
 
 from __future__ import annotations
@@ -98,6 +106,12 @@ _ENV: dict[str, tuple[str, Any]] = {
     "vacuum_after": ("SHIGOTO_VACUUM_AFTER", _count_or_off),
     "max_result_bytes": ("SHIGOTO_MAX_RESULT_BYTES", int),
     "fair_queues": ("SHIGOTO_FAIR_QUEUES", lambda text: tuple(filter(None, text.split(",")))),
+    "probe_interval": ("SHIGOTO_PROBE_INTERVAL", float),
+    "sync_threads": ("SHIGOTO_SYNC_THREADS", int),
+    "schedule_tick": ("SHIGOTO_SCHEDULE_TICK", float),
+    "queue_weights": ("SHIGOTO_QUEUE_WEIGHTS", parse_queues),
+    "prune_interval": ("SHIGOTO_PRUNE_INTERVAL", float),
+    "vacuum_interval": ("SHIGOTO_VACUUM_INTERVAL", float),
 }
 
 

@@ -15,8 +15,9 @@ They also ride out faults of the server:
 - A connection the server closed while it sat idle in the pool (a restart, a purge with
   `pg_terminate_backend`, `idle_session_timeout`) is never handed out: the server's
   goodbye is already waiting on its socket, which `getconn` looks at before handing the
-  connection out (a poll that does not wait, about a microsecond; not for the spare when
-  it came back within JUST_BACK). Such a connection is replaced, and the caller gets a
+  connection out (a poll that does not wait, about a microsecond, for the spare too: a
+  web app's next statement often follows its last within milliseconds, and a purge
+  can fall between them). Such a connection is replaced, and the caller gets a
   working one. No statement is ever sent on it, so none needs to be sent twice.
 - A lost connection is replaced with attempts at most `RECONNECT_EVERY` apart
   (psycopg_pool doubles the wait after each failed attempt, without a cap: after a 30 s
@@ -81,7 +82,6 @@ class LifoAsyncConnectionPool(AsyncConnectionPool):
     """
 
     _spare: Any = None
-    _spare_since = 0.0  # when the spare was returned
 
     def __init__(self, *args: Any, exhausted_hint: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -93,7 +93,7 @@ class LifoAsyncConnectionPool(AsyncConnectionPool):
         spare, self._spare = self._spare, None
         if spare is not None:
             if _still_good(spare, self._taken_at):
-                if _just_back(self) or not _has_news(spare) or await self._works(spare):
+                if not _has_news(spare) or await self._works(spare):
                     return spare
                 self._taken_at.pop(id(spare), None)
             else:
@@ -126,7 +126,6 @@ class LifoAsyncConnectionPool(AsyncConnectionPool):
         # pool deals with those).
         if not self._waiting and not self.closed and _idle(conn):
             conn, self._spare = self._spare, conn
-            self._spare_since = monotonic()
             if conn is None:
                 return
         await self._back_to_pool(conn)
@@ -190,17 +189,6 @@ def _idle(conn: Any) -> bool:
     """Open and not in a transaction: a closed connection's status is UNKNOWN, not IDLE."""
     status: int = conn.pgconn.transaction_status
     return status == _IDLE
-
-
-# A spare returned less than this long ago is handed out again without a look at its
-# socket: a statement that follows another at once keeps the spare's cost (the look is a
-# system call, a microsecond, as much as the rest of a get and a put), and a server that
-# closed the connection within those milliseconds is a race no look can win anyway.
-JUST_BACK = 0.005
-
-
-def _just_back(pool: Any) -> bool:
-    return bool(monotonic() - pool._spare_since < JUST_BACK)
 
 
 def _has_news(conn: Any) -> bool:
@@ -284,7 +272,6 @@ class LifoConnectionPool(ConnectionPool):
     passed over by a connection kept aside."""
 
     _spare: Any = None
-    _spare_since = 0.0  # when the spare was returned
 
     def __init__(self, *args: Any, exhausted_hint: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -297,7 +284,7 @@ class LifoConnectionPool(ConnectionPool):
             spare, self._spare = self._spare, None
         if spare is not None:
             if _still_good(spare, self._taken_at):
-                if _just_back(self) or not _has_news(spare) or self._works(spare):
+                if not _has_news(spare) or self._works(spare):
                     return spare
                 self._taken_at.pop(id(spare), None)
             else:
@@ -327,7 +314,6 @@ class LifoConnectionPool(ConnectionPool):
             with self._lock:
                 if not self._waiting and not self.closed:
                     conn, self._spare = self._spare, conn
-                    self._spare_since = monotonic()
             if conn is None:
                 return
         self._back_to_pool(conn)
