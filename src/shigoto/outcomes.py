@@ -139,8 +139,9 @@ class PoolExhausted(DatabaseUnavailable):
 
 
 class ResultNotStored(ShigotoError):
-    """What a job returned cannot be stored as its result: not JSON (an object, a
-    non-dict mapping, an integer too long for JSON), or larger than `max_result_bytes`.
+    """What a job returned cannot be stored as its result: not JSON (an object, a set,
+    an integer too long for JSON, a string with a NUL), or larger than `max_result_bytes`.
+    (Other mappings and tuples are stored as the objects and arrays they read as.)
     The run counts as a failure with this error, retried or discarded like any other.
 
         ResultNotStored("it is 2,000,000 bytes as JSON, more than max_result_bytes (1,048,576)")
