@@ -930,3 +930,18 @@ async def test_a_claim_that_returns_after_a_pause_gives_its_jobs_back(
     fast_app.resume()
     done = await _final(fast_app, job.id)
     assert started == [1] and done.attempt == 1  # the given-back claim used no attempt
+
+
+def test_the_default_backoff_leaves_the_global_random_alone() -> None:
+    """A program that seeds `random` for repeatable runs gets the same numbers whether or
+    not jobs failed meanwhile."""
+    import random
+
+    from shigoto.worker import default_backoff
+
+    random.seed(7)
+    expected = random.random()
+    random.seed(7)
+    delays = {default_backoff(2) for _ in range(20)}
+    assert random.random() == expected
+    assert len(delays) > 1 and all(16 <= d <= 46 for d in delays)  # still jittered

@@ -38,10 +38,14 @@ if TYPE_CHECKING:
 
 BACKOFF_CAP = 1800.0
 
+# The jitter's own generator: a library drawing from the global one would change what a
+# program that seeds `random` for repeatable runs gets from it.
+_jitter = random.Random()
+
 
 def default_backoff(attempt: int) -> float:
     """The default backoff: attempt⁴ seconds plus 0-30 s of jitter, at most 30 minutes."""
-    return min(attempt**4 + random.uniform(0, 30), BACKOFF_CAP)
+    return min(attempt**4 + _jitter.uniform(0, 30), BACKOFF_CAP)
 
 
 class Worker:
