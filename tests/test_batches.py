@@ -1,4 +1,4 @@
-"""Batches (decision D7): one transaction, counts, and callbacks inserted exactly once even
+"""Batches: one transaction, counts, and callbacks inserted exactly once even
 when the last jobs finish on two nodes at the same instant; hooks in every node."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Dependencies (decision D6): waiting, release in a valid order across nodes, failure
+"""Dependencies: waiting, release in a valid order across nodes, failure
 propagation with reasons, cycles and unknown ids refused, results read from the context."""
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ async def test_a_killed_nodes_job_is_rescued_and_completed_by_a_survivor(
 
     done = await app.get_job(long_job.id)
     assert done is not None
-    assert done.attempt == 2  # the killed run consumed its attempt (decision D1)
+    assert done.attempt == 2  # the killed run consumed its attempt
     assert [e["error"] for e in done.errors] == ["NodeLost"]
     assert "stopped heartbeating" in done.errors[0]["message"]
     runs = await ledger("SELECT pid, event FROM {} WHERE job_id = %s ORDER BY at", [long_job.id])

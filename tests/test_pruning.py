@@ -1,4 +1,4 @@
-"""Archival and pruning (decision D15): by finish time, in batches, leader-only, and never
+"""Archival and pruning: by finish time, in batches, leader-only, and never
 holding up inserts or claims for more than a moment."""
 
 from __future__ import annotations

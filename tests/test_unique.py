@@ -1,4 +1,4 @@
-"""Unique jobs (decision D5): one job per key, enforced by the database under concurrency."""
+"""Unique jobs: one job per key, enforced by the database under concurrency."""
 
 from __future__ import annotations
 

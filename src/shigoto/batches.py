@@ -1,4 +1,4 @@
-"""Batches (decision D7): jobs inserted as a group, with callbacks when the group is done.
+"""Batches: jobs inserted as a group, with callbacks when the group is done.
 
     batch = await app.batch(
         [resize.new({"image": name}) for name in names],

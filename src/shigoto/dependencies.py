@@ -1,4 +1,4 @@
-"""Job dependencies (decision D6): who waits for whom, checked before anything is written.
+"""Job dependencies: who waits for whom, checked before anything is written.
 
     extract = work.new({"step": "extract"})
     load = work.new({"step": "load"}, depends_on=[extract])      # a spec of the same call

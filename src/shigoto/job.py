@@ -171,7 +171,7 @@ class JobSpec:
     origin: str | None = None
     unique: Unique | None = None
     # Existing job ids, and in `insert_all` other specs of the same call (the spec itself or
-    # `Ref(position)`): the job waits until all of them complete (decision D6).
+    # `Ref(position)`): the job waits until all of them complete.
     depends_on: tuple[int | JobSpec | Ref, ...] = ()
     on_dependency_failure: str = "cancel"  # or "run": run even if a dependency failed
 

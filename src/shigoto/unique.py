@@ -1,4 +1,4 @@
-"""Unique jobs: at most one job per key among the jobs in chosen states (decision D5).
+"""Unique jobs: at most one job per key among the jobs in chosen states.
 
     @app.worker(unique=Unique(period=300))            # one per worker + args per 5 minutes
     async def refresh(user_id: int) -> None: ...

@@ -162,7 +162,7 @@ RESOLVE_BATCH = 5_000
 
 
 def finish_batches(q: Queries) -> Operation[list[Batch]]:
-    """Close the batches whose jobs have all finished and insert their callbacks (D7)."""
+    """Close the batches whose jobs have all finished and insert their callbacks."""
     closed: list[Batch] = []
     while True:
         result = yield Statement(q.sql("finish_batches"))
@@ -178,7 +178,7 @@ def results_of(q: Queries, ids: Sequence[int]) -> Operation[dict[int, Any]]:
 
 
 def resolve_dependencies(q: Queries) -> Operation[set[str]]:
-    """Release or cancel waiting jobs by their dependencies' states (decision D6), batch
+    """Release or cancel waiting jobs by their dependencies' states, batch
     after batch and again while cancellations cascade; returns the queues released into."""
     queues: set[str] = set()
     for _ in range(100):  # a bound: a chain 100 deep takes more than one stager pass

@@ -124,13 +124,13 @@ _SCHEDULED, _AVAILABLE = JobState.SCHEDULED, JobState.AVAILABLE
 
 
 def _mark_dependencies(q: Queries, ids: Sequence[int]) -> Operation[None]:
-    """Flag jobs others depend on, so their finishing releases those at once (D6)."""
+    """Flag jobs others depend on, so their finishing releases those at once."""
     if ids:
         yield Statement(q.sql("mark_dependencies"), {"ids": sorted(set(ids))})
 
 
 def _check_exist(q: Queries, ids: list[int]) -> Operation[None]:
-    """Dependencies must name existing jobs (decision D6)."""
+    """Dependencies must name existing jobs."""
     if not ids:
         return
     result = yield Statement(q.sql("missing_jobs"), {"ids": ids})
@@ -142,7 +142,7 @@ def _check_exist(q: Queries, ids: list[int]) -> Operation[None]:
 
 
 def _insert_unique(q: Queries, spec: JobSpec, key: str) -> Operation[Job]:
-    """Under the key's lock: the new job, or the existing one as a conflict (D5)."""
+    """Under the key's lock: the new job, or the existing one as a conflict."""
     assert spec.unique is not None
     params = {
         **_spec_params(spec),

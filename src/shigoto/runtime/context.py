@@ -75,7 +75,7 @@ def report_progress(percent: float) -> None:
 
 
 async def dependency_results() -> dict[int, Any]:
-    """What the running job's dependencies returned, by job id (decision D6): `None` for
+    """What the running job's dependencies returned, by job id: `None` for
     one that did not complete (a job made with on_dependency_failure="run")."""
     run = current_run()
     ids = list(run.job.depends_on)

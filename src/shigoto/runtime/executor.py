@@ -273,11 +273,11 @@ class Executor:
             )
         if run.stop_reason == "cancelled":
             return None  # the row says cancelled already
-        if run.stop_reason == "job-paused":  # pause_job on a running job (D14)
+        if run.stop_reason == "job-paused":  # pause_job on a running job
             return Ack(job.id, job.attempt, JobState.PAUSED, refund=True)
         if run.stop_reason == "fenced":
             # This node lost the database (or was declared dead): a failure, like a crash.
-            # The run counts (decision D1) and says why, so a second run is explained.
+            # The run counts and says why, so a second run is explained.
             message = (
                 f"node {self.node_id} lost touch with the database while running this job "
                 "and stopped it, so that it can run elsewhere"

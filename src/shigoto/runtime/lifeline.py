@@ -1,4 +1,4 @@
-"""Fencing and rescue (decision D3): jobs held by a node whose heartbeat went stale go back
+"""Fencing and rescue: jobs held by a node whose heartbeat went stale go back
 to the queue, and a node that may have been declared dead stops its own jobs first.
 
 The heartbeat itself beats from a thread of its own (see `heartbeat`). Every

@@ -117,7 +117,7 @@ class Node:
             "shigoto-node", 1, len(self.queues) + NODE_STATEMENTS
         )
         try:
-            # Registered before anything is claimed: rescue trusts the nodes table (D3).
+            # Registered before anything is claimed: rescue trusts the nodes table.
             await self._db(execution.register_node(q, self.id, self.queues, meta))
             await self.app._declare_schedules()
         except BaseException:
@@ -309,7 +309,7 @@ class Node:
 
     def pause(self, mode: str = "graceful") -> None:
         """Stop claiming on this node. "graceful" lets running jobs finish; "aggressive"
-        interrupts them and returns them to the queue without using an attempt (D14)."""
+        interrupts them and returns them to the queue without using an attempt."""
         if mode not in ("graceful", "aggressive"):
             raise ValueError(f"mode: expected 'graceful' or 'aggressive', got {mode!r}")
         self.paused = True
@@ -497,7 +497,7 @@ class Node:
         return not self.paused and (self._lifeline is None or self._lifeline.healthy)
 
     def _poll_interval(self, queue: str) -> float:
-        """A queue of weight w polls every poll_interval * (heaviest weight / w) (D9)."""
+        """A queue of weight w polls every poll_interval * (heaviest weight / w)."""
         weights = self.config.queue_weights
         heaviest = max(weights.values(), default=1)
         return self.config.poll_interval * heaviest / weights.get(queue, 1)

@@ -1,4 +1,4 @@
-"""Archival and pruning, on the leader only (decision D15).
+"""Archival and pruning, on the leader only.
 
 Every `prune_interval` seconds the leading node moves jobs finished more than
 `prune_after` ago to `jobs_archive`, and deletes archived jobs older than

@@ -1,7 +1,7 @@
 """Makes due jobs available: scheduled jobs whose time has come and failed jobs whose
-backoff is over (decision D2), and jobs whose dependencies have completed (or cancels them
-when one failed, D6); then wakes their queues. It also closes finished batches and inserts
-their callbacks (D7).
+backoff is over, and jobs whose dependencies have completed (or cancels them
+when one failed); then wakes their queues. It also closes finished batches and inserts
+their callbacks.
 
 Every node stages; `FOR UPDATE SKIP LOCKED` keeps them out of each other's way, so no
 leader is needed and a dead node never stops the staging.

@@ -1,5 +1,5 @@
 -- Move one batch of jobs finished more than `older_than` seconds ago to the archive
--- (decision D15: by the time they finished, not when they were inserted). A short
+-- (by the time they finished, not when they were inserted). A short
 -- transaction per batch; rows someone holds are skipped and taken next time.
 WITH moved AS (
     DELETE FROM __schema__.jobs

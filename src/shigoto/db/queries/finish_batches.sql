@@ -1,5 +1,5 @@
 -- Close the batches whose every job is finished (completed, discarded or cancelled) and
--- insert their callbacks (decision D7): `on_complete` always, `on_discard` too when any
+-- insert their callbacks: `on_complete` always, `on_discard` too when any
 -- job was discarded, each with the batch's summary as its args. Run in a statement of its
 -- own, so it sees committed states; a batch row is taken with SKIP LOCKED and closed only
 -- while 'active', so however many nodes run this at once, a batch is closed once and its

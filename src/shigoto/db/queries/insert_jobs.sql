@@ -1,7 +1,7 @@
 -- Many jobs in one statement. The jobs travel as one JSON array of objects (one parameter,
 -- serialised in one call): far cheaper than one bound value per job and column. Ids are
 -- drawn in the array's order. A job with a dependency not completed yet, or one on a job
--- of the same call (`waits`), starts out 'waiting' (D6); its dependencies on jobs of the
+-- of the same call (`waits`), starts out 'waiting'; its dependencies on jobs of the
 -- same call are added by link_dependencies.sql, in the same transaction. A job's empty
 -- args, meta and tags are left out of its object (store._job_document).
 INSERT INTO __schema__.jobs

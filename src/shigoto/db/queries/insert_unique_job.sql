@@ -1,4 +1,4 @@
--- Insert a unique job (decision D5), under the key's lock (lock_unique_key.sql): when a
+-- Insert a unique job, under the key's lock (lock_unique_key.sql): when a
 -- job with the same key is in one of `states` (and inserted within `period` seconds, if
 -- given), insert nothing and return that job as a conflict, after copying the `replace`
 -- fields onto it and pushing its start to now + `debounce` (while it still waits).

@@ -1,6 +1,6 @@
 -- Declare nodes dead when their heartbeat is older than `node_timeout`, and rescue the jobs
 -- they held: back to available, or discarded when out of attempts. A crash consumes the
--- attempt (decision D1); each rescued job records why in its errors. Jobs of live nodes
+-- attempt; each rescued job records why in its errors. Jobs of live nodes
 -- are never touched, and a node never rescues itself (its own jobs may only be waiting for
 -- their outcomes to be written). Returns the rescued jobs.
 WITH dead AS (

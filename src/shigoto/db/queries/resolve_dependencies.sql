@@ -1,4 +1,4 @@
--- Settle a batch of jobs waiting on dependencies (decision D6), by what their dependencies
+-- Settle a batch of jobs waiting on dependencies, by what their dependencies
 -- have become (committed states: this runs in a statement of its own, so two dependencies
 -- finishing at once on two nodes are both seen):
 -- * every dependency completed -> the job is released (available, or scheduled if its

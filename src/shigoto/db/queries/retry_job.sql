@@ -1,4 +1,4 @@
--- Make one job available now. A retry always allows at least one more run (decision D1);
+-- Make one job available now. A retry always allows at least one more run;
 -- the error history is kept.
 UPDATE __schema__.jobs
 SET state = 'available', scheduled_at = now(),

@@ -3,12 +3,12 @@
 -- limit of 0 (outcomes only), a producer with the outcomes waiting when it claims.
 --
 -- An outcome applies only while its job is still executing, owned by this node, in the
--- same attempt (decision D4): a cancel or a rescue that happened meanwhile is never
+-- same attempt: a cancel or a rescue that happened meanwhile is never
 -- overwritten.
 --
 -- Which jobs the claim takes is spliced in from pick_jobs.sql (priority order) or
--- pick_jobs_fair.sql (round-robin across partitions). The claim is the attempt (decision
--- D1) and sets the owner (D3). `id = ANY(ARRAY(...))` keeps the update on the primary key
+-- pick_jobs_fair.sql (round-robin across partitions). The claim is the attempt (a run
+-- counts from its claim) and sets the owner. `id = ANY(ARRAY(...))` keeps the update on the primary key
 -- whatever the planner guesses for a parameterised LIMIT (a join here degrades to a scan
 -- of the table under a generic plan, which prepared statements get).
 --
@@ -58,7 +58,7 @@ FROM (
            count(pg_notify('__schema__.jobs_finished', id::text))
                FILTER (WHERE awaited AND state IN ('completed', 'discarded', 'cancelled'))
                AS announced,
-           -- A job finished that others depend on (D6) or that ends a batch (D7): the node
+           -- A job finished that others depend on or that ends a batch: the node
            -- then looks at those at once, not at its stager's next pass.
            bool_or(state IN ('completed', 'discarded', 'cancelled')
                    AND (has_dependents OR batch_id IS NOT NULL)) IS TRUE AS follow_up

@@ -1,4 +1,4 @@
--- Make due scheduled and retryable jobs available (decision D2), a bounded batch at a time,
+-- Make due scheduled and retryable jobs available, a bounded batch at a time,
 -- and wake each queue that received some. With `queue` set, only that queue; with `all`,
 -- whatever their time (drain_queue's with_scheduled). (`id = ANY(ARRAY(...))`: see
 -- settle_and_claim.sql.)
