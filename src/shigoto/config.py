@@ -153,7 +153,8 @@ class Config:
         ends within this plus 3 s, even when the database does not answer.
     stage_interval: how often due scheduled and retryable jobs are made available.
     probe_interval: how often the listener is proven alive by a NOTIFY round trip.
-    sync_threads: threads for plain-function (sync) workers (default: the sum of queue limits).
+    sync_threads: threads for plain-function (sync) workers (default: the sum of queue
+        limits, at least 4).
     cron: schedules declared with the app: `(name, schedule, worker, args[, options])`
         tuples, where schedule is a cron expression or a `Cron`/`Every`/`Daily`/`Weekly`,
         worker a registered worker (or its name) and options job options plus `catch_up`.
