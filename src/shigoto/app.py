@@ -80,11 +80,9 @@ def _many(
     each = [check.json_object(item, f"args[{i}]") for i, item in enumerate(args)]
     if template.args:
         each = [{**template.args, **item} for item in each]
-    signature = workers.signatures.get(template.worker)
-    if signature is not None:
+    if template.worker in workers.signatures:
         for i, item in enumerate(each):
-            if not signature.fits(item):
-                signature.check(item, f"args[{i}]")
+            workers.check_args(template.worker, item, f"args[{i}]")
     return template, each
 
 
@@ -165,9 +163,7 @@ class _Facade:
         """A spec about to be inserted as a job: a `JobSpec` whose args its function worker,
         if this app registers one by that name, can be called with."""
         spec = self._spec(spec)
-        signature = self.workers.signatures.get(spec.worker)
-        if signature is not None and not signature.fits(spec.args):
-            signature.check(spec.args, "args")
+        self.workers.check_args(spec.worker, spec.args)
         return spec
 
     def _schedule_entry(

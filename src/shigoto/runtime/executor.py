@@ -4,7 +4,7 @@ into an `Ack` (the outcome the acker writes).
     executor = Executor(app.workers, threads=10, node_id="host-1-ab12")
     ack = await executor.execute(JobRun(job))
 
-Outcomes, as DESIGN.md section 5 fixes them: a value completes the job (stored as its
+Outcomes: a value completes the job (stored as its
 result); an exception fails the attempt (retried with backoff, discarded when no attempts
 remain); `Snooze` reschedules without using an attempt; `Cancel` and `Discard` end it;
 `RetryAfter` retries after exactly that delay. Outcomes may be returned or raised.

@@ -303,7 +303,9 @@ class Node:
             async with asyncio.timeout_at(deadline):
                 return await step
         except (*TRANSIENT, psycopg.Error, OSError, TimeoutError) as error:
-            reason = str(error) or "the stop's deadline passed"
+            # The error itself, not its text: the logger's filter cuts a database error to
+            # its primary message (its detail may quote a statement's parameters).
+            reason: object = error if str(error) else "the stop's deadline passed"
             logger.warning("node %s: could not %s: %s", self.id, what, reason)
             return None
 

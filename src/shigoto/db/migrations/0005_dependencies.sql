@@ -1,4 +1,4 @@
--- Dependencies (decision D6): what a job does when one of its dependencies is discarded
+-- Dependencies: what a job does when one of its dependencies is discarded
 -- or cancelled, and a cheap way to find the jobs waiting on others.
 ALTER TABLE __schema__.jobs ADD COLUMN on_dependency_failure text NOT NULL DEFAULT 'cancel'
     CHECK (on_dependency_failure IN ('cancel', 'run'));

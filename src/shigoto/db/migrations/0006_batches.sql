@@ -1,4 +1,4 @@
--- Batches (decision D7): what to insert when a batch is over, and a cheap way to find the
+-- Batches: what to insert when a batch is over, and a cheap way to find the
 -- batches still running.
 ALTER TABLE __schema__.batches
     ADD COLUMN on_complete jsonb,   -- {"worker", "queue", "priority", "max_attempts", "tags"}
