@@ -11,7 +11,7 @@ import pytest
 from psycopg import sql
 
 from shigoto import Discard, InvalidJobError, JobSpec, JobState, Shigoto
-from shigoto.batches import Batch
+from shigoto.features.batches import Batch
 from tests.conftest import FAST, app_settings, wait_until
 
 

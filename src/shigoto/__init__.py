@@ -14,8 +14,9 @@ job = await send_email.enqueue({"to": "a@b.c", "subject": "Hi"})
 from shigoto._version import __version__
 from shigoto.admin import JobFilter, JobPage, QueueStatus, Status
 from shigoto.app import Shigoto, SyncShigoto
-from shigoto.batches import Batch
 from shigoto.config import Config
+from shigoto.features.batches import Batch
+from shigoto.features.unique import Unique
 from shigoto.job import FINAL_STATES, Job, JobSpec, JobState, Ref
 from shigoto.outcomes import (
     Cancel,
@@ -37,7 +38,6 @@ from shigoto.outcomes import (
 )
 from shigoto.runtime.context import current_job, dependency_results, report_progress
 from shigoto.schedules import Cron, Daily, Every, Schedule, ScheduleInfo, Weekly
-from shigoto.unique import Unique
 from shigoto.worker import FunctionWorker, Worker
 
 __all__ = [

@@ -32,7 +32,6 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from shigoto import _json
 from shigoto import _validate as check
 from shigoto.admin import CANCELLABLE_STATES, RETRYABLE_STATES, JobFilter, JobPage, Status
-from shigoto.batches import Batch
 from shigoto.config import Config
 from shigoto.db import migrator, scheduling, store
 from shigoto.db.embedded import embedded_dsn
@@ -40,6 +39,7 @@ from shigoto.db.faults import describe, is_connection_fault, unavailable_on_faul
 from shigoto.db.operations import Operation, run_async, run_sync
 from shigoto.db.pools import LifoAsyncConnectionPool, LifoConnectionPool
 from shigoto.db.queries import Queries
+from shigoto.features.batches import Batch
 from shigoto.job import FINAL_STATES, Job, JobSpec, JobState
 from shigoto.outcomes import (
     ConfigurationError,
@@ -772,7 +772,7 @@ class Shigoto(_Facade):
         on_discard: Any = None,
         meta: Mapping[str, Any] | None = None,
     ) -> Batch:
-        """Insert jobs as a batch, in one transaction (see `shigoto.batches`).
+        """Insert jobs as a batch, in one transaction (see `shigoto.features.batches`).
 
         `on_complete`/`on_discard` are workers (or worker names) whose job is inserted once
         when every job of the batch has finished (`on_discard` only if one was discarded),

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shigoto import _validate as check
+from shigoto.features.unique import Unique, as_unique
 from shigoto.outcomes import InvalidJobError
-from shigoto.unique import Unique, as_unique
 
 
 class JobState(enum.StrEnum):

@@ -243,7 +243,7 @@ def _checked_options(options: Mapping[str, Any]) -> dict[str, Any]:
     if "tags" in checked:
         checked["tags"] = tuple(check.tags(checked["tags"]))
     if "unique" in checked:
-        from shigoto.unique import as_unique
+        from shigoto.features.unique import as_unique
 
         try:
             checked["unique"] = as_unique(checked["unique"])

@@ -18,10 +18,10 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from shigoto import _json
-from shigoto.batches import Batch
 from shigoto.db.operations import Operation, Statement
 from shigoto.db.queries import Queries
 from shigoto.db.store import job_from_row, job_from_values
+from shigoto.features.batches import Batch
 from shigoto.job import Job, JobState
 
 STAGE_BATCH = 5_000

@@ -13,11 +13,12 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from shigoto import _json, dependencies
+from shigoto import _json
 from shigoto.admin import JobFilter, JobPage, QueueStatus, Status
-from shigoto.batches import Batch
 from shigoto.db.operations import Operation, Statement
 from shigoto.db.queries import Queries
+from shigoto.features import dependencies
+from shigoto.features.batches import Batch
 from shigoto.job import JOB_COLUMNS, STATE_OF, Job, JobSpec, JobState
 from shigoto.outcomes import InvalidJobError
 

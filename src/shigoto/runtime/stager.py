@@ -14,10 +14,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from shigoto.batches import Batch
 from shigoto.db import execution
 from shigoto.db.operations import Operation
 from shigoto.db.queries import Queries
+from shigoto.features.batches import Batch
 from shigoto.runtime.retrying import TRANSIENT
 
 logger = logging.getLogger("shigoto.stager")
