@@ -40,6 +40,7 @@ from shigoto.db.operations import Operation, run_async, run_sync
 from shigoto.db.pools import LifoAsyncConnectionPool, LifoConnectionPool
 from shigoto.db.queries import Queries
 from shigoto.features.batches import Batch
+from shigoto.health import Health, check_health, check_health_sync
 from shigoto.job import FINAL_STATES, Job, JobSpec, JobState
 from shigoto.outcomes import (
     ConfigurationError,
@@ -757,6 +758,11 @@ class Shigoto(_Facade):
         """Job counts by queue and state, and each queue's oldest available job age."""
         return await self._run(store.status(self.queries))
 
+    async def health(self, *, timeout: float | None = None) -> Health:
+        """Whether the database answers, jobs are stuck, this process's node works: see
+        `shigoto.health`. Never raises; bounded by `timeout` (connect_timeout + 2 s)."""
+        return await check_health(self, timeout=timeout)
+
     async def prune(self, *, dry_run: bool = False) -> tuple[int, int]:
         """Archive jobs finished more than `prune_after` ago and delete archived ones older
         than `archive_retention`, now, in short batches; returns (archived, deleted). With
@@ -1117,6 +1123,10 @@ class SyncShigoto(_Facade):
 
     def status(self) -> Status:
         return self._run(store.status(self.queries))
+
+    def health(self) -> Health:
+        """`Shigoto.health` for code that is not async; never raises."""
+        return check_health_sync(self)
 
     def schedule(
         self,

@@ -56,6 +56,11 @@ def current_run() -> JobRun:
         ) from None
 
 
+def running() -> JobRun | None:
+    """The calling code's run, or None outside a job (never raises: for log filters)."""
+    return _current.get(None)
+
+
 def current_job() -> Job:
     """The job being run by the calling worker code."""
     return current_run().job

@@ -90,6 +90,7 @@ class Node:
         self._finisher = Finisher(on_discard=self.executor.on_discard)
         self.producers: dict[str, Producer] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._crashed: set[str] = set()  # components waiting to be restarted
         self._acker: Acker | None = None
         self._stager: Stager | None = None
         self._lifeline: Lifeline | None = None
@@ -441,6 +442,18 @@ class Node:
         for producer in self.producers.values():
             producer.interrupt_all("fenced")
 
+    def component_running(self, name: str) -> bool:
+        """Whether the component `name` ("producer:default", "notifier", ...) runs: its task
+        is alive, and not waiting to be restarted after a crash (for health checks)."""
+        task = self._tasks.get(name)
+        return task is not None and not task.done() and name not in self._crashed
+
+    @property
+    def heartbeat_age(self) -> float | None:
+        """Seconds since the database last answered this node's heartbeat; None when the
+        node is not running."""
+        return None if self._heart is None else self._heart.silence
+
     def _heart_news(self) -> None:
         if self._lifeline is not None:
             self._lifeline.judge()
@@ -533,7 +546,11 @@ class Node:
                 logger.exception("component %s crashed; restarting in %.1fs", name, delay)
             if time.monotonic() - started > 60:
                 delay = 0.1
-            await asyncio.sleep(delay)
+            self._crashed.add(name)
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                self._crashed.discard(name)
             delay = min(delay * 2, 30.0)
 
     async def _cancel(self, name: str, deadline: float | None = None) -> None:
