@@ -15,6 +15,7 @@ from shigoto._version import __version__
 from shigoto.admin import JobFilter, JobPage, QueueStatus, Status
 from shigoto.app import Shigoto, SyncShigoto
 from shigoto.config import Config
+from shigoto.events import Event, EventStream
 from shigoto.features.batches import Batch
 from shigoto.features.unique import Unique
 from shigoto.job import FINAL_STATES, Job, JobSpec, JobState, Ref
@@ -25,6 +26,7 @@ from shigoto.outcomes import (
     Discard,
     DuplicateWorkerError,
     EmbeddedServerUnavailable,
+    InvalidEventError,
     InvalidJobError,
     InvalidScheduleError,
     JobNotFoundError,
@@ -52,8 +54,11 @@ __all__ = [
     "Discard",
     "DuplicateWorkerError",
     "EmbeddedServerUnavailable",
+    "Event",
+    "EventStream",
     "Every",
     "FunctionWorker",
+    "InvalidEventError",
     "InvalidJobError",
     "InvalidScheduleError",
     "Job",

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from shigoto import _json
+from shigoto import _json, events
 from shigoto import _validate as check
 from shigoto.admin import CANCELLABLE_STATES, RETRYABLE_STATES, JobFilter, JobPage, Status
 from shigoto.config import Config
@@ -39,6 +39,7 @@ from shigoto.db.faults import describe, is_connection_fault, unavailable_on_faul
 from shigoto.db.operations import Operation, run_async, run_sync
 from shigoto.db.pools import LifoAsyncConnectionPool, LifoConnectionPool
 from shigoto.db.queries import Queries
+from shigoto.events import EventBus, EventStream
 from shigoto.features.batches import Batch
 from shigoto.health import Health, check_health, check_health_sync
 from shigoto.job import FINAL_STATES, Job, JobSpec, JobState
@@ -49,7 +50,7 @@ from shigoto.outcomes import (
     InvalidScheduleError,
     JobNotFoundError,
 )
-from shigoto.runtime.finish import StoppedHook, with_will_retry
+from shigoto.pipeline import Middleware
 from shigoto.schedules import Cron, Schedule, ScheduleInfo, catch_up_policy
 from shigoto.worker import FunctionWorker, Worker, WorkerRegistry
 
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 W = TypeVar("W", bound=type[Worker])
 H = TypeVar("H", bound=Callable[..., object])
+M = TypeVar("M", bound=Middleware)
 
 logger = logging.getLogger("shigoto.app")
 
@@ -348,8 +350,7 @@ class Shigoto(_Facade):
         self._pool_lock = asyncio.Lock()
         self._node: Node | None = None
         self._testing: str | Recorder | None = None  # set by shigoto.testing.inline/manual
-        self.job_hooks: list[StoppedHook] = []  # each called as hook(job, will_retry)
-        self.batch_hooks: list[Callable[[Batch], object]] = []
+        self.bus = EventBus()  # every event of this process (see `shigoto.events`)
 
     def __repr__(self) -> str:
         return f"<Shigoto schema={self.config.schema!r} workers={len(self.workers)}>"
@@ -377,25 +378,125 @@ class Shigoto(_Facade):
 
         return register if target is None else register(target)
 
+    def middleware(self, middleware: M) -> M:
+        """Run `middleware(job, call_next)` around every job, inside the middleware added
+        before it and outside the worker's own (see `shigoto.pipeline`). A decorator.
+
+            @app.middleware
+            async def timing(job: Job, call_next):
+                started = time.monotonic()
+                try:
+                    return await call_next()
+                finally:
+                    log.info("%s took %.3fs", job.worker, time.monotonic() - started)
+        """
+        self.workers.add_middleware(middleware)
+        return middleware
+
+    # -- events ------------------------------------------------------------------------------
+
+    def on(self, pattern: str) -> Callable[[H], H]:
+        """Call the decorated function (sync or async) with each event matching `pattern`:
+        a name ("job.completed"), a prefix ("job.*") or "*". Errors are logged.
+
+            @app.on("job.failed")
+            def alert(event: Event) -> None:
+                print(event.job_id, event.data["kind"], event.data["will_retry"])
+        """
+        events.check_pattern(pattern)
+
+        def subscribe(handler: H) -> H:
+            self.bus.subscribe(pattern, handler)
+            return handler
+
+        return subscribe
+
+    def events(self, pattern: str = "*", *, size: int = events.DEFAULT_BUFFER) -> EventStream:
+        """A live stream of this process's events matching `pattern` (and custom events
+        from every node), from now on; at most `size` wait unread (the oldest are dropped,
+        counted in `stream.dropped`).
+
+            async with app.events("job.*") as stream:
+                async for event in stream:
+                    ...
+        """
+        return self.bus.stream(pattern, size=size)
+
+    async def emit(
+        self, job_id: int | None, name: str, data: Mapping[str, Any] | None = None
+    ) -> None:
+        """Publish a custom event, `custom.<name>`, here at once and on every node (it is
+        not stored: whoever listens now hears it). `data` is a small JSON object.
+
+            await app.emit(current_job().id, "progress", {"pct": 75})
+        """
+        message = events.custom_message(self.bus.origin, job_id, name, data)
+        event = events.custom_event(message)
+        assert event is not None
+        if self.bus.wants(event.name):
+            self.bus.publish(event)
+        if self.config.listens:
+            await self._run(store.signal(self.queries, message))
+
     def on_job_stopped(self, hook: H) -> H:
         """Call `hook(job, will_retry)` (sync or async) where a job ran, once its outcome is
         written: for every run that ended it (completed, discarded, cancelled by its worker)
         and for every failed run (`will_retry` is True when it will run again). A hook that
         takes one argument gets the job alone. Runs on a node, in `drain_queue` and inline.
-        Register hooks before the node starts. A decorator; errors are logged.
+        A decorator; errors are logged.
 
             @app.on_job_stopped
             def count(job: Job, will_retry: bool) -> None:
                 metrics.count(job.worker, "retry" if will_retry else job.state)
         """
-        self.job_hooks.append(with_will_retry(hook))
+        handler = events.stopped_handler(hook)
+        for name in events.STOPPED_EVENTS:
+            self.bus.subscribe(name, handler, buffer=events.HOOK_BUFFER)
         return hook
 
-    def on_batch_stopped(self, hook: Callable[[Batch], object]) -> Callable[[Batch], object]:
+    def on_batch_stopped(self, hook: H) -> H:
         """Call `hook(batch)` (sync or async) on the node that closes a batch, once per batch,
         with its final counts. A decorator; errors are logged."""
-        self.batch_hooks.append(hook)
+        handler = events.hook_handler(hook, events.batch_args)
+        self.bus.subscribe("batch.completed", handler, buffer=events.HOOK_BUFFER)
         return hook
+
+    def on_job_start(self, hook: H) -> H:
+        """Call `hook(job)` (sync or async) as each run of a job starts. A decorator."""
+        handler = events.hook_handler(hook, events.job_args)
+        self.bus.subscribe("job.started", handler, buffer=events.HOOK_BUFFER)
+        return hook
+
+    def on_job_complete(self, hook: H) -> H:
+        """Call `hook(job)` (sync or async) once a job completed (`job.result` is set)."""
+        handler = events.hook_handler(hook, events.job_args)
+        self.bus.subscribe("job.completed", handler, buffer=events.HOOK_BUFFER)
+        return hook
+
+    def on_job_fail(self, hook: H) -> H:
+        """Call `hook(job, error)` (sync or async) after every failed run: `error` is what it
+        raised (None for a run lost with its node), `job.state` says whether it will run
+        again ("retryable", "available") or not ("discarded")."""
+        handler = events.hook_handler(hook, events.failure_args)
+        self.bus.subscribe("job.failed", handler, buffer=events.HOOK_BUFFER)
+        return hook
+
+    def _inserted(self, jobs: Sequence[Job]) -> None:
+        if self.bus.wants("job.inserted"):
+            for job in jobs:
+                self.bus.publish(events.job_event("job.inserted", job))
+
+    def _inserted_many(self, template: JobSpec, ids: Sequence[int]) -> None:
+        if self.bus.wants("job.inserted"):
+            for job_id in ids:
+                self.bus.emit(
+                    "job.inserted",
+                    job_id=job_id,
+                    worker=template.worker,
+                    queue=template.queue,
+                    attempt=0,
+                    priority=template.priority,
+                )
 
     # -- connections -----------------------------------------------------------------------
 
@@ -618,7 +719,9 @@ class Shigoto(_Facade):
         if self._testing is not None:
             return (await self._insert_for_testing([spec]))[0]
         unique = spec.unique is not None  # its lock lasts until the transaction ends
-        return await self._run(store.insert(self.queries, spec), conn, transaction=unique)
+        job = await self._run(store.insert(self.queries, spec), conn, transaction=unique)
+        self._inserted((job,))
+        return job
 
     async def insert_all(self, specs: Iterable[JobSpec], *, conn: Any = None) -> list[Job]:
         """Insert many jobs in one statement; returns them in the order given."""
@@ -626,7 +729,9 @@ class Shigoto(_Facade):
         if self._testing is not None:
             return await self._insert_for_testing(specs)
         together = any(_needs_transaction(spec) for spec in specs)
-        return await self._run(self._insert_all_op(specs), conn, transaction=together)
+        jobs = await self._run(self._insert_all_op(specs), conn, transaction=together)
+        self._inserted(jobs)
+        return jobs
 
     async def insert_many(
         self, template: JobSpec, args: Iterable[Mapping[str, Any]], *, conn: Any = None
@@ -642,7 +747,9 @@ class Shigoto(_Facade):
         if self._testing is not None or _needs_one_by_one(template):
             jobs = await self.insert_all(_specs_of(template, each), conn=conn)
             return [job.id for job in jobs]
-        return await self._run(store.insert_many(self.queries, template, each), conn)
+        ids = await self._run(store.insert_many(self.queries, template, each), conn)
+        self._inserted_many(template, ids)
+        return ids
 
     async def _insert_for_testing(self, specs: list[JobSpec]) -> list[Job]:
         from shigoto.testing import run_inline
@@ -690,7 +797,10 @@ class Shigoto(_Facade):
 
     async def cancel(self, job_id: int) -> bool:
         """Cancel one unfinished job; False if it does not exist or had already finished."""
-        return await self._run(store.cancel(self.queries, check.job_id(job_id)))
+        cancelled = await self._run(store.cancel(self.queries, check.job_id(job_id)))
+        if cancelled:
+            self.bus.emit("job.cancelled", job_id=job_id, data={"by": "cancel"})
+        return cancelled
 
     async def retry(self, job_id: int) -> bool:
         """Make a scheduled, retryable or finished job available now (with one more attempt)."""
@@ -895,9 +1005,12 @@ class Shigoto(_Facade):
     async def pause_queue(self, queue: str) -> None:
         """Stop every node from claiming jobs of `queue` (persisted); running jobs finish."""
         await self._run(store.set_queue_paused(self.queries, check.queue(queue), True))
+        self.bus.emit("queue.paused", queue=queue)
 
     async def resume_queue(self, queue: str) -> None:
+        """Let nodes claim jobs of a paused queue again."""
         await self._run(store.set_queue_paused(self.queries, check.queue(queue), False))
+        self.bus.emit("queue.resumed", queue=queue)
 
     async def is_queue_paused(self, queue: str) -> bool:
         return check.queue(queue) in await self._run(store.paused_queues(self.queries))
@@ -1009,14 +1122,18 @@ class SyncShigoto(_Facade):
         if self.app._testing is not None:
             return self._insert_for_testing([spec])[0]
         unique = spec.unique is not None
-        return self._run(store.insert(self.queries, spec), conn, transaction=unique)
+        job = self._run(store.insert(self.queries, spec), conn, transaction=unique)
+        self.app._inserted((job,))
+        return job
 
     def insert_all(self, specs: Iterable[JobSpec], *, conn: Any = None) -> list[Job]:
         specs = [self._job(spec) for spec in specs]
         if self.app._testing is not None:
             return self._insert_for_testing(specs)
         together = any(_needs_transaction(spec) for spec in specs)
-        return self._run(self._insert_all_op(specs), conn, transaction=together)
+        jobs = self._run(self._insert_all_op(specs), conn, transaction=together)
+        self.app._inserted(jobs)
+        return jobs
 
     def insert_many(
         self, template: JobSpec, args: Iterable[Mapping[str, Any]], *, conn: Any = None
@@ -1024,7 +1141,9 @@ class SyncShigoto(_Facade):
         template, each = _many(self.workers, template, args)
         if self.app._testing is not None or _needs_one_by_one(template):
             return [job.id for job in self.insert_all(_specs_of(template, each), conn=conn)]
-        return self._run(store.insert_many(self.queries, template, each), conn)
+        ids = self._run(store.insert_many(self.queries, template, each), conn)
+        self.app._inserted_many(template, ids)
+        return ids
 
     def _insert_for_testing(self, specs: list[JobSpec]) -> list[Job]:
         from shigoto.testing import run_inline_sync
@@ -1051,7 +1170,10 @@ class SyncShigoto(_Facade):
         return self._run(self._list_op(limit, after, where))
 
     def cancel(self, job_id: int) -> bool:
-        return self._run(store.cancel(self.queries, check.job_id(job_id)))
+        cancelled = self._run(store.cancel(self.queries, check.job_id(job_id)))
+        if cancelled:
+            self.app.bus.emit("job.cancelled", job_id=job_id, data={"by": "cancel"})
+        return cancelled
 
     def retry(self, job_id: int) -> bool:
         return self._run(store.retry(self.queries, check.job_id(job_id)))
@@ -1157,9 +1279,11 @@ class SyncShigoto(_Facade):
 
     def pause_queue(self, queue: str) -> None:
         self._run(store.set_queue_paused(self.queries, check.queue(queue), True))
+        self.app.bus.emit("queue.paused", queue=queue)
 
     def resume_queue(self, queue: str) -> None:
         self._run(store.set_queue_paused(self.queries, check.queue(queue), False))
+        self.app.bus.emit("queue.resumed", queue=queue)
 
     def is_queue_paused(self, queue: str) -> bool:
         return check.queue(queue) in self._run(store.paused_queues(self.queries))

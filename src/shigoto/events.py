@@ -20,9 +20,12 @@ its oldest events (counted in `dropped`) rather than slowing the node.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
+import json
 import logging
 import re
+import secrets
 import time
 import weakref
 from collections import deque
@@ -32,12 +35,16 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from shigoto.outcomes import ConfigurationError
+from shigoto import _validate as check
+from shigoto.db import faults
+from shigoto.outcomes import ConfigurationError, InvalidEventError
 
 if TYPE_CHECKING:
+    from shigoto.features.batches import Batch
     from shigoto.job import Job
 
 logger = logging.getLogger("shigoto.events")
+logger.addFilter(faults.SCRUBBED)  # a handler may fail with a database error (quoting args)
 
 # Every event the library publishes. Custom events (`app.emit`) are named "custom.<name>".
 JOB_EVENTS = (
@@ -76,10 +83,11 @@ class Event:
     """Something that happened: `name` ("job.completed"), when (`at`), to what.
 
     `data` holds the measurements and details (JSON values): `duration` and `queue_wait`
-    in seconds for a run's outcome, `error` for a failure, `will_retry`, and so on. `job`
-    is the job as this process knew it when the event happened (None where it has no copy:
-    a job cancelled by id, an event from another node); it is never part of `to_dict()`,
-    since it holds the job's args.
+    in seconds for a run's outcome, `kind` (the error's class) and `will_retry` for a
+    failure, and so on. `job` is the job as this process knew it when the event happened
+    (None where it has no copy: a job cancelled by id, an event from another node), `error`
+    the exception a failed run raised, `batch` the closed batch of a batch.completed; none
+    of them is part of `to_dict()` (a job holds its args).
     """
 
     name: str
@@ -90,9 +98,10 @@ class Event:
     attempt: int | None = None
     priority: int | None = None
     node: str | None = None
-    data: Mapping[str, Any] = _EMPTY
+    data: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     job: Job | None = field(default=None, repr=False, compare=False)
     error: BaseException | None = field(default=None, repr=False, compare=False)
+    batch: Batch | None = field(default=None, repr=False, compare=False)
 
     @property
     def at(self) -> datetime:
@@ -129,6 +138,20 @@ def job_event(
         MappingProxyType(data) if data else _EMPTY,
         job,
         error,
+    )
+
+
+def batch_event(batch: Batch, node: str | None = None) -> Event:
+    """batch.completed: `batch` closed, with its final counts."""
+    data = {
+        "batch_id": batch.id,
+        "total": batch.total,
+        "completed": batch.completed,
+        "discarded": batch.discarded,
+        "cancelled": batch.cancelled,
+    }
+    return Event(
+        "batch.completed", time.time(), node=node, data=MappingProxyType(data), batch=batch
     )
 
 
@@ -250,6 +273,10 @@ class EventBus:
         self._streams: weakref.WeakSet[EventStream] = weakref.WeakSet()
         self._wanted: dict[str, bool] = {}  # name -> has a subscriber (a cache)
         self.active = False  # anything subscribed at all
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.lost = 0  # events for async handlers published where no loop could run them
+        # Tells this process's custom events from other processes' (see `custom_message`).
+        self.origin = secrets.token_hex(8)
 
     def _changed(self) -> None:
         self._wanted.clear()
@@ -296,11 +323,18 @@ class EventBus:
         return wanted
 
     def publish(self, event: Event) -> None:
-        """Hand `event` to its subscribers (call on the event loop's thread)."""
+        """Hand `event` to its subscribers. Sync handlers run at once, in the calling thread;
+        async handlers and streams on the event loop (from another thread, the loop this
+        bus last published on, if it still runs)."""
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            self._loop = loop
+        except RuntimeError:
+            loop = None
         for pattern, handler in self._handlers:
             if matches(pattern, event.name):
                 if isinstance(handler, _AsyncHandler):
-                    handler.put(event)
+                    self._on_loop(loop, handler.put, event)
                     continue
                 try:
                     handler(event)
@@ -308,7 +342,20 @@ class EventBus:
                     logger.exception("event handler %r failed on %s", handler, event.name)
         for stream in list(self._streams):
             if matches(stream.pattern, event.name):
-                stream._put(event)
+                self._on_loop(loop, stream._put, event)
+
+    def _on_loop(
+        self,
+        loop: asyncio.AbstractEventLoop | None,
+        put: Callable[[Event], None],
+        event: Event,
+    ) -> None:
+        if loop is not None:
+            put(event)
+        elif self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(put, event)
+        else:
+            self.lost += 1  # published off any loop, before one ran: nowhere to run it
 
     def emit(self, name: str, **fields: Any) -> None:
         """Publish an event built from `fields` if anything wants it (not about a job)."""
@@ -330,4 +377,146 @@ class EventBus:
                 await handler.idle.wait()
 
 
-__all__ = ["EVENT_NAMES", "Event", "EventBus", "EventStream", "job_event"]
+# -- hooks: sugar over subscriptions ----------------------------------------------------------
+
+# A job stopped: `hook(job, will_retry)`, sync or async.
+StoppedHook = Callable[["Job", bool], object]
+HOOK_BUFFER = 10_000  # an async hook may fall this many events behind before it loses any
+
+
+def with_will_retry(hook: Callable[..., object]) -> StoppedHook:
+    """`hook` as a two-argument hook: one that takes a single argument is called with the
+    job alone (so `def hook(job)` keeps working), one that takes two with `will_retry` too."""
+    try:
+        inspect.signature(hook).bind(None, None)
+        return hook
+    except (TypeError, ValueError):  # ValueError: no signature to read (some builtins)
+        pass
+    if _is_async(hook):
+
+        @functools.wraps(hook)  # logged under its own name if it fails
+        async def job_only_async(job: Job, will_retry: bool) -> object:
+            return await hook(job)  # type: ignore[misc]
+
+        return job_only_async
+
+    @functools.wraps(hook)
+    def job_only(job: Job, will_retry: bool) -> object:
+        return hook(job)
+
+    return job_only
+
+
+def hook_handler(
+    hook: Callable[..., object], args_of: Callable[[Event], tuple[Any, ...] | None]
+) -> Handler:
+    """A handler calling `hook(*args_of(event))` (sync or async, as `hook` is); an event for
+    which `args_of` gives None is not the hook's."""
+    if _is_async(hook):
+
+        @functools.wraps(hook)
+        async def call_async(event: Event) -> None:
+            args = args_of(event)
+            if args is not None:
+                await hook(*args)  # type: ignore[misc]
+
+        return call_async
+
+    @functools.wraps(hook)
+    def call(event: Event) -> None:
+        args = args_of(event)
+        if args is not None:
+            hook(*args)
+
+    return call
+
+
+def _stopped_args(event: Event) -> tuple[Any, ...] | None:
+    """`on_job_stopped`'s (job, will_retry): every run that ended its job, and every failed
+    run (the final failure of a discarded job is heard once, as its discard)."""
+    if event.job is None:  # not a run of this process (a job cancelled by id)
+        return None
+    if event.name == "job.failed":
+        return (event.job, True) if event.data.get("will_retry") else None
+    return (event.job, False)
+
+
+STOPPED_EVENTS = ("job.completed", "job.failed", "job.discarded", "job.cancelled")
+
+
+def stopped_handler(hook: Callable[..., object]) -> Handler:
+    """The handler `on_job_stopped(hook)` subscribes to each of `STOPPED_EVENTS`."""
+    return hook_handler(with_will_retry(hook), _stopped_args)
+
+
+def batch_args(event: Event) -> tuple[Any, ...] | None:
+    return None if event.batch is None else (event.batch,)
+
+
+def job_args(event: Event) -> tuple[Any, ...] | None:
+    return None if event.job is None else (event.job,)
+
+
+def failure_args(event: Event) -> tuple[Any, ...] | None:
+    return None if event.job is None else (event.job, event.error)
+
+
+# -- custom events ------------------------------------------------------------------------------
+
+MAX_CUSTOM_BYTES = 7_000  # of the message as JSON; NOTIFY refuses payloads of 8,000 bytes
+_CUSTOM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,99}")
+
+
+def custom_message(origin: str, job_id: int | None, name: object, data: object) -> dict[str, Any]:
+    """A custom event as the message sent to every node; `InvalidEventError` if it is not
+    one (a bad name, data that is not a JSON object, or too big to send)."""
+    if not isinstance(name, str) or not _CUSTOM_NAME.fullmatch(name):
+        raise InvalidEventError(
+            f"emit: name must be 1-100 letters, digits or _ . : - (not starting with "
+            f". : -), got {name!r}"
+        )
+    if job_id is not None:
+        job_id = check.job_id(job_id)
+    try:
+        document = check.json_object({} if data is None else data, "data")
+    except ValueError as error:
+        raise InvalidEventError(f"emit: {error}") from None
+    message = {
+        "action": "event",
+        "origin": origin,
+        "job_id": job_id,
+        "name": name,
+        "data": document,
+        "at": time.time(),
+    }
+    size = len(json.dumps(message).encode())
+    if size > MAX_CUSTOM_BYTES:
+        raise InvalidEventError(
+            f"emit: the event is {size:,} bytes as JSON, more than {MAX_CUSTOM_BYTES:,}: "
+            "send a reference (an id, a key) rather than the data itself"
+        )
+    return message
+
+
+def custom_event(message: Mapping[str, Any], node: str | None = None) -> Event | None:
+    """The event a custom-event message carries (None if it is malformed)."""
+    name, data, at = message.get("name"), message.get("data"), message.get("at")
+    job_id = message.get("job_id")
+    if not isinstance(name, str) or not isinstance(data, dict) or not isinstance(at, int | float):
+        return None
+    if job_id is not None and (isinstance(job_id, bool) or not isinstance(job_id, int)):
+        return None
+    return Event(
+        CUSTOM_PREFIX + name, float(at), job_id=job_id, node=node, data=MappingProxyType(data)
+    )
+
+
+__all__ = [
+    "EVENT_NAMES",
+    "Event",
+    "EventBus",
+    "EventStream",
+    "StoppedHook",
+    "job_event",
+    "with_will_retry",
+]

@@ -81,6 +81,11 @@ class InvalidJobError(ShigotoError, ValueError):
         super().__init__(f"{field}: {problem}")
 
 
+class InvalidEventError(ShigotoError, ValueError):
+    """A custom event that cannot be sent: a bad name, or data that is not a small JSON
+    object."""
+
+
 class InvalidScheduleError(ShigotoError, ValueError):
     """A schedule (cron expression, interval, time zone, catch-up policy) was rejected."""
 

@@ -31,12 +31,13 @@ from typing import TYPE_CHECKING, Any
 
 from shigoto import _validate as check
 from shigoto.db import execution, faults
+from shigoto.events import batch_event, job_event
 from shigoto.job import Job, JobSpec, JobState, job_states
 from shigoto.outcomes import ConfigurationError, InvalidJobError, ShigotoError
 from shigoto.runtime.acker import Acker
 from shigoto.runtime.context import JobRun
 from shigoto.runtime.executor import Executor
-from shigoto.runtime.finish import Finisher, call_hook, stopped_job
+from shigoto.runtime.finish import Finisher, queue_wait, stopped_job
 from shigoto.runtime.node import new_node_id
 from shigoto.worker import Worker
 
@@ -77,9 +78,10 @@ async def drain_queue(app: Shigoto, queue: str, *, with_scheduled: bool = False)
     # A node row, so that a running node's lifeline does not take these jobs for orphans.
     await app._run(execution.register_node(q, node_id, {queue: 1}, {"drain": True}))
     executor = _executor(app, node_id)
-    finisher = _finisher(app, executor)
-    acker = Acker(app._run, q, node_id)
+    finisher = Finisher(app.bus, node_id, on_discard=executor.on_discard)
+    acker = Acker(app._run, q, node_id, bus=app.bus)
     outlet = _Drained(acker)
+    bus = app.bus
     counts: Counter[str] = Counter()
     runs: Counter[int] = Counter()
 
@@ -91,7 +93,10 @@ async def drain_queue(app: Shigoto, queue: str, *, with_scheduled: bool = False)
         while True:
             await app._run(execution.stage(q, queue=queue, everything=with_scheduled))
             await app._run(execution.resolve_dependencies(q))  # release waiting jobs
-            await app._run(execution.finish_batches(q))  # and insert batch callbacks
+            closed = await app._run(execution.finish_batches(q))  # and insert batch callbacks
+            if bus.wants("batch.completed"):
+                for batch in closed:
+                    bus.publish(batch_event(batch, node_id))
             claimed = await app._run(
                 execution.claim(
                     q, queue=queue, limit=1, node=node_id, fresh_for=app.config.claim_window
@@ -100,6 +105,8 @@ async def drain_queue(app: Shigoto, queue: str, *, with_scheduled: bool = False)
             if not claimed:
                 break
             job = claimed[0]
+            if bus.wants("job.claimed"):
+                bus.publish(job_event("job.claimed", job, node=node_id, queue_wait=queue_wait(job)))
             runs[job.id] += 1
             if runs[job.id] > MAX_RUNS_PER_JOB:
                 raise ShigotoError(
@@ -114,6 +121,7 @@ async def drain_queue(app: Shigoto, queue: str, *, with_scheduled: bool = False)
             if pending is not None:
                 await pending
             await acker.drain()
+            await bus.settle()  # the hooks and async handlers have heard of it
             counts[_outcome_name(outlet.written(ack))] += 1
             await app._run(execution.heartbeat(q, node_id, {queue: 1}))
     finally:
@@ -159,22 +167,12 @@ class _Inline:
 
 def _executor(app: Shigoto, node_id: str) -> Executor:
     return Executor(
-        app.workers, threads=1, node_id=node_id, max_result_bytes=app.config.max_result_bytes
+        app.workers,
+        threads=1,
+        node_id=node_id,
+        max_result_bytes=app.config.max_result_bytes,
+        bus=app.bus,
     )
-
-
-def _finisher(app: Shigoto, executor: Executor) -> Finisher:
-    """The finish path, with the app's job hooks called in turn (their errors logged)."""
-    hooks = list(app.job_hooks)
-
-    async def stopped(job: Job, will_retry: bool) -> None:
-        for hook in hooks:
-            try:
-                await call_hook(hook, job, will_retry)
-            except Exception:
-                logger.exception("hook %r failed", hook)
-
-    return Finisher(on_discard=executor.on_discard, on_stopped=stopped if hooks else None)
 
 
 def _outcome_name(ack: execution.Ack) -> str:
@@ -200,9 +198,11 @@ async def run_inline(app: Shigoto, spec: JobSpec) -> Job:
     try:
         ack = await executor.execute(run)
         assert ack is not None
-        pending = _finisher(app, executor).finish(run, ack, _Inline())
+        finisher = Finisher(app.bus, "inline", on_discard=executor.on_discard)
+        pending = finisher.finish(run, ack, _Inline())
         if pending is not None:
             await pending
+        await app.bus.settle()
     finally:
         executor.close()
     finished = stopped_job(job, ack)

@@ -32,6 +32,7 @@ from shigoto.outcomes import (
     InvalidJobError,
     UnknownWorkerError,
 )
+from shigoto.pipeline import Middleware, check_chain, check_middleware
 
 if TYPE_CHECKING:
     from shigoto.app import Shigoto
@@ -63,6 +64,8 @@ class Worker:
     tags: ClassVar[tuple[str, ...]] = ()
     unique: ClassVar[object | None] = None
     cron: ClassVar[object | None] = None  # a cron expression or a Schedule: fire on it
+    # Its own middleware, run inside the app's (see `shigoto.pipeline`).
+    middleware: ClassVar[tuple[Middleware, ...]] = ()
     app: ClassVar[Shigoto | None] = None
     signature: ClassVar[Signature | None] = None  # a function worker's, to check args by
 
@@ -221,7 +224,17 @@ class FunctionWorker(Worker):
         return f"<worker {self.name!r}>"
 
 
-_OPTIONS = {"name", "queue", "max_attempts", "priority", "timeout", "tags", "unique", "cron"}
+_OPTIONS = {
+    "name",
+    "queue",
+    "max_attempts",
+    "priority",
+    "timeout",
+    "tags",
+    "unique",
+    "cron",
+    "middleware",
+}
 _HOOKS = {"backoff", "on_discard"}
 
 
@@ -258,6 +271,8 @@ def _checked_options(options: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigurationError(
                 f"worker: cron expects a cron expression or a schedule, got {checked['cron']!r}"
             )
+    if "middleware" in checked:
+        checked["middleware"] = check_chain(checked["middleware"], "worker: middleware")
     for hook in _HOOKS & set(checked):
         if not callable(checked[hook]):
             raise ConfigurationError(f"worker: {hook} must be callable")
@@ -289,6 +304,17 @@ class WorkerRegistry:
         self._workers: dict[str, type[Worker]] = {}
         # The function workers whose args can be wrong, by name: one lookup per insert.
         self.signatures: dict[str, Signature] = {}
+        # The app's middleware, outermost first; the version tells executors to compose
+        # their chains again when one is added.
+        self.middleware: list[Middleware] = []
+        self.middleware_version = 0
+
+    def add_middleware(self, middleware: object) -> Middleware:
+        """Add `middleware` (checked) inside the app's others."""
+        checked = check_middleware(middleware, "middleware")
+        self.middleware.append(checked)
+        self.middleware_version += 1
+        return checked
 
     def __contains__(self, name: object) -> bool:
         return name in self._workers
@@ -343,7 +369,9 @@ class WorkerRegistry:
         checked = _checked_options(options)
         # Class attributes are options too: check the ones the class set itself.
         own = {k: v for k, v in vars(cls).items() if k in _OPTIONS and k != "name"}
-        _checked_options(own)
+        own_checked = _checked_options(own)
+        if "middleware" in own_checked:
+            cls.middleware = own_checked["middleware"]
         name = (
             checked.pop("name", None)
             or cls.__dict__.get("name")

@@ -28,6 +28,7 @@ from shigoto.db.execution import Ack
 from shigoto.db.faults import describe
 from shigoto.db.operations import Operation
 from shigoto.db.queries import Queries
+from shigoto.events import EventBus, job_event
 from shigoto.job import Job, JobState
 from shigoto.outcomes import DatabaseUnavailable
 from shigoto.runtime.executor import error_entry
@@ -54,8 +55,10 @@ class Acker:
         queries: Queries,
         node_id: str,
         on_follow_up: Callable[[], None] = lambda: None,
+        bus: EventBus | None = None,
     ) -> None:
         self._db = db
+        self._bus = bus
         self._on_follow_up = on_follow_up  # jobs just finished may release others or end a batch
         self._q = queries
         self._node = node_id
@@ -101,20 +104,22 @@ class Acker:
 
     def report_progress(self, job: Job, percent: float) -> None:
         """Thread-safe: sync workers report from their threads."""
-        key = (job.id, job.attempt)
         try:
             running_here = asyncio.get_running_loop() is self._loop
         except RuntimeError:
             running_here = False
         if running_here:
-            self._record_progress(key, percent)
+            self._record_progress(job, percent)
         else:
-            self._loop.call_soon_threadsafe(self._record_progress, key, percent)
+            self._loop.call_soon_threadsafe(self._record_progress, job, percent)
 
-    def _record_progress(self, key: tuple[int, int], percent: float) -> None:
-        self._progress[key] = percent
+    def _record_progress(self, job: Job, percent: float) -> None:
+        self._progress[(job.id, job.attempt)] = percent
         self._idle.clear()
         self._wake.set()
+        bus = self._bus
+        if bus is not None and bus.active and bus.wants("job.progress"):
+            bus.publish(job_event("job.progress", job, node=self._node, progress=percent))
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far is written; False on timeout."""

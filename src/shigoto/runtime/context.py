@@ -38,6 +38,7 @@ class JobRun:
     # hooks, which a cancel must not cut short.
     performed: bool = False
     error: BaseException | None = None  # what made the run fail, if it failed
+    duration: float | None = None  # seconds its worker ran (set once it has run)
 
 
 _current: contextvars.ContextVar[JobRun] = contextvars.ContextVar("shigoto_current_job")

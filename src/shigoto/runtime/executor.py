@@ -17,6 +17,7 @@ import contextvars
 import inspect
 import logging
 import math
+import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from shigoto import _json, _validate
 from shigoto.config import DEFAULT_MAX_RESULT_BYTES
 from shigoto.db import faults
 from shigoto.db.execution import Ack
+from shigoto.events import EventBus, job_event
 from shigoto.job import Job, JobState
 from shigoto.outcomes import (
     Cancel,
@@ -37,6 +39,7 @@ from shigoto.outcomes import (
     Snooze,
     UnknownWorkerError,
 )
+from shigoto.pipeline import Chain, compose, run_outer
 from shigoto.runtime import context
 from shigoto.runtime.context import JobRun
 from shigoto.worker import FunctionWorker, Worker, WorkerRegistry, default_backoff
@@ -105,9 +108,11 @@ class Executor:
         threads: int,
         node_id: str,
         max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+        bus: EventBus | None = None,
     ) -> None:
         self.workers = workers
         self.node_id = node_id
+        self.bus = bus or EventBus()
         self.max_result_bytes = max_result_bytes
         self._threads = threads
         self._pool: ThreadPoolExecutor | None = None
@@ -120,6 +125,9 @@ class Executor:
         self._waits_for_threads = True  # see abandon_threads
         self._alarm: asyncio.TimerHandle | None = None
         self._in_thread: dict[type[Worker], bool] = {}  # runs_in_thread, asked once per class
+        # Each worker's middleware chain, composed at its first job (None: no middleware),
+        # and the registry's middleware version it was composed for.
+        self._chains: dict[type[Worker], tuple[int, Chain | None]] = {}
 
     @property
     def pool(self) -> ThreadPoolExecutor:
@@ -151,22 +159,33 @@ class Executor:
         token = context.enter(run)
         task = asyncio.current_task()
         assert task is not None
-        in_thread = self._in_thread.get(worker_cls)
-        if in_thread is None:
-            in_thread = self._in_thread[worker_cls] = runs_in_thread(worker_cls)
+        chain = self._chain(worker_cls)
+        if chain is None:
+            in_thread = self._in_thread.get(worker_cls)
+            if in_thread is None:
+                in_thread = self._in_thread[worker_cls] = runs_in_thread(worker_cls)
+        else:  # with middleware on the event loop, the run is the loop's, cancellable
+            in_thread = chain.in_thread and chain.plain
         if in_thread:
             # Not due yet: the deadline starts when a thread starts the function.
             self._deadlines[id(run)] = (math.inf, None, run)
         else:
             self._watch(run, task, worker_cls.timeout)
+        bus = self.bus
+        if bus.active and bus.wants("job.started"):
+            bus.publish(job_event("job.started", job, node=self.node_id))
+        started = time.monotonic()
         try:
-            if in_thread:
+            if chain is not None:
+                outcome = await self._perform_chain(chain, worker, run, task)
+            elif in_thread:
                 outcome = await self._perform_in_thread(worker, run, task)
             else:
                 outcome = await self._perform(worker, run)
         except asyncio.CancelledError:
             return self._interrupted(run, worker, task)
         finally:
+            run.duration = time.monotonic() - started
             # (The alarm stays set: jobs that finish at once, which is most of them on a
             # busy node, would otherwise cost a timer each again.)
             self._deadlines.pop(id(run), None)
@@ -176,6 +195,17 @@ class Executor:
             # from its cleanup, say): an interruption is not the job's failure.
             return self._interrupted(run, worker, task)
         return self._ack(worker, run, outcome)
+
+    def _chain(self, worker_cls: type[Worker]) -> Chain | None:
+        """The worker's middleware chain (the app's, then its own), composed once."""
+        version = self.workers.middleware_version
+        cached = self._chains.get(worker_cls)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        middleware = [*self.workers.middleware, *worker_cls.middleware]
+        chain = compose(runs_in_thread(worker_cls), middleware) if middleware else None
+        self._chains[worker_cls] = (version, chain)
+        return chain
 
     def abandon_threads(self) -> None:
         """From now on, a plain-function run that is interrupted ends at once, its thread
@@ -235,18 +265,64 @@ class Executor:
     async def _perform_in_thread(
         self, worker: Worker, run: JobRun, task: asyncio.Task[Any]
     ) -> object:
-        """`_perform` for a plain function, in the thread pool. A thread cannot be
+        """`_perform` for a plain function, in the thread pool."""
+        try:
+            return await self._call_in_thread(worker.perform, worker, run, task)
+        except Outcome as outcome:
+            return outcome
+        except Exception as error:
+            return error
+
+    async def _perform_chain(
+        self, chain: Chain, worker: Worker, run: JobRun, task: asyncio.Task[Any]
+    ) -> object:
+        """`_perform` through the worker's middleware: what the chain returned or raised."""
+
+        def innermost() -> Any:
+            if chain.in_thread:
+                return self._call_in_thread(
+                    lambda job: chain.inner(worker, job), worker, run, task, watch=chain.plain
+                )
+            return chain.inner(worker, run.job)
+
+        try:
+            if chain.plain:
+                return await self._settled(innermost())
+            return await run_outer(chain, run.job, innermost)
+        except Outcome as outcome:
+            return outcome
+        except Exception as error:
+            return error
+
+    @staticmethod
+    async def _settled(result: Any) -> object:
+        while inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def _call_in_thread(
+        self,
+        function: Any,
+        worker: Worker,
+        run: JobRun,
+        task: asyncio.Task[Any],
+        *,
+        watch: bool = True,
+    ) -> object:
+        """`function(job)` in the thread pool; what it raises is raised. A thread cannot be
         interrupted, so neither is the run once its thread has started: a cancel, a pause
         or a fence marks it (`run.stop_reason`) and it ends when the function returns,
         holding its slot and its job until then; one that had not started yet is dropped
-        from the pool's queue."""
+        from the pool's queue. With `watch`, the job's timeout starts when the thread
+        starts it (else it runs already, from the start of the run)."""
         loop = asyncio.get_running_loop()
         ctx = contextvars.copy_context()
         timeout = type(worker).timeout
 
         def in_thread() -> object:
-            loop.call_soon_threadsafe(self._thread_started, run, timeout)
-            return worker.perform(run.job)
+            if watch:
+                loop.call_soon_threadsafe(self._thread_started, run, timeout)
+            return function(run.job)
 
         call = self.pool.submit(ctx.run, in_thread)
         while True:
@@ -256,10 +332,6 @@ class Executor:
                 if call.cancel() or not self._waits_for_threads:
                     raise  # never started (or given up on): the run ends now
                 task.uncancel()  # it goes on until the function returns
-            except Outcome as outcome:
-                return outcome
-            except Exception as error:
-                return error
 
     def _interrupted(self, run: JobRun, worker: Worker, task: asyncio.Task[Any]) -> Ack | None:
         job = run.job

@@ -1,8 +1,9 @@
 """The one way a run of a job ends: its outcome is written, and once the write is known to
-have applied, the worker's `on_discard` runs (for a discard) and the app's `on_job_stopped`
-hooks are called (for every final state and every failed run, with `will_retry`).
+have applied, the worker's `on_discard` runs (for a discard) and the outcome's events are
+published (job.completed, job.failed, job.snoozed, job.discarded, job.cancelled), which is
+how hooks (`on_job_stopped`, `on_job_complete`, ...) and telemetry hear of it.
 
-    finisher = Finisher(on_discard=executor.on_discard, on_stopped=call_hooks)
+    finisher = Finisher(bus, node_id, on_discard=executor.on_discard)
     pending = finisher.finish(run, ack, outlet)
     if pending is not None:
         await pending
@@ -15,17 +16,16 @@ acker), the acker alone (`drain_queue`), or nothing at all (inline mode has no d
 from __future__ import annotations
 
 import dataclasses
-import functools
-import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 from shigoto.db.execution import Ack
+from shigoto.events import EventBus, job_event
 from shigoto.job import Job, JobState
 from shigoto.runtime.context import JobRun
 
-# A job stopped: `hook(job, will_retry)`, sync or async.
-StoppedHook = Callable[[Job, bool], object]
+# The events a run's outcome may publish.
+OUTCOME_EVENTS = ("job.completed", "job.failed", "job.snoozed", "job.discarded", "job.cancelled")
 
 
 class Outlet(Protocol):
@@ -41,44 +41,89 @@ class Outlet(Protocol):
 
 
 class Finisher:
-    """Ends runs: writes each outcome, then calls what must know that it was written."""
+    """Ends runs: writes each outcome, then tells what must know that it was written."""
 
     def __init__(
         self,
+        bus: EventBus,
+        node: str | None = None,
         *,
         on_discard: Callable[[Job], Awaitable[None]],
-        on_stopped: Callable[[Job, bool], Awaitable[None]] | None = None,
     ) -> None:
+        self._bus = bus
+        self._node = node
         self._on_discard = on_discard
-        self._on_stopped = on_stopped  # None without hooks: nothing to wait for
+
+    def _heard(self) -> bool:
+        """Whether anything subscribes to an outcome's events."""
+        bus = self._bus
+        return bus.active and any(bus.wants(name) for name in OUTCOME_EVENTS)
 
     def finish(self, run: JobRun, ack: Ack, outlet: Outlet) -> Coroutine[Any, Any, None] | None:
         """End `run` with `ack`; returns what is left to await, if anything. A run nobody
-        needs to hear about (no hooks, not a discard, which most runs are) is handed to the
-        outlet and done: no copy of the job, nothing to await."""
-        if self._on_stopped is None and ack.state is not JobState.DISCARDED:
+        needs to hear about (no subscriber, not a discard, which most runs are) is handed
+        to the outlet and done: no copy of the job, nothing to await."""
+        if ack.state is not JobState.DISCARDED and not self._heard():
             outlet.post(ack)
             return None
-        return self._written(run.job, ack, outlet)
+        return self._written(run, ack, outlet)
 
-    async def _written(self, job: Job, ack: Ack, outlet: Outlet) -> None:
+    async def _written(self, run: JobRun, ack: Ack, outlet: Outlet) -> None:
         written = await outlet.write(ack)
         if written is not None:
-            await self.stopped(stopped_job(job, written), ended_or_failed(written))
+            await self.stopped(stopped_job(run.job, written), written, run)
 
-    async def stopped(self, job: Job, hooks: bool = True) -> None:
-        """`job`'s outcome is written (by this node, or by a rescue): `on_discard` if it
-        was discarded, then the hooks if `hooks` (a run that ended the job or failed)."""
+    async def stopped(self, job: Job, ack: Ack | None = None, run: JobRun | None = None) -> None:
+        """`job`'s outcome is written (by this node's run, `ack`, or by a rescue, without
+        an ack): `on_discard` if it was discarded, then its events."""
         if job.state is JobState.DISCARDED:
             await self._on_discard(job)
-        if hooks and self._on_stopped is not None:
-            await self._on_stopped(job, not job.state.is_final)
+        if self._bus.active:
+            self._publish(job, ack, run)
+
+    def _publish(self, job: Job, ack: Ack | None, run: JobRun | None) -> None:
+        bus = self._bus
+        state = job.state
+        measured: dict[str, Any] = {"queue_wait": queue_wait(job)}
+        if run is not None and run.duration is not None:
+            measured["duration"] = run.duration
+        error = None if run is None else run.error
+        entry = job.errors[-1] if job.errors and (ack is None or ack.error) else None
+        kind = None if entry is None else entry.get("error")
+        if ack is not None and ack.refund:
+            if ack.delay is not None and bus.wants("job.snoozed"):  # a snooze, not a stop
+                bus.publish(job_event("job.snoozed", job, node=self._node, seconds=ack.delay))
+            return
+        if state is JobState.COMPLETED:
+            if bus.wants("job.completed"):
+                bus.publish(job_event("job.completed", job, node=self._node, **measured))
+            return
+        if state is JobState.CANCELLED:
+            if bus.wants("job.cancelled"):
+                bus.publish(job_event("job.cancelled", job, node=self._node, by="worker"))
+            return
+        failed = kind is not None and kind != "Discard"
+        if failed and bus.wants("job.failed"):
+            bus.publish(
+                job_event(
+                    "job.failed",
+                    job,
+                    node=self._node,
+                    error=error,
+                    kind=kind,
+                    will_retry=not state.is_final,
+                    **measured,
+                )
+            )
+        if state is JobState.DISCARDED and bus.wants("job.discarded"):
+            bus.publish(job_event("job.discarded", job, node=self._node, error=error, kind=kind))
 
 
-def ended_or_failed(ack: Ack) -> bool:
-    """Whether the run this outcome is of ended its job or failed (the hooks hear of
-    those), rather than gave it back (a snooze, a stop, a pause)."""
-    return ack.state.is_final or (ack.error is not None and not ack.refund)
+def queue_wait(job: Job) -> float | None:
+    """Seconds from when the job was due to when this attempt was claimed."""
+    if job.attempted_at is None:
+        return None
+    return max(0.0, (job.attempted_at - job.scheduled_at).total_seconds())
 
 
 def stopped_job(job: Job, ack: Ack) -> Job:
@@ -89,26 +134,3 @@ def stopped_job(job: Job, ack: Ack) -> Job:
             job, state=ack.state, result=ack.result, progress=100, errors=errors
         )
     return dataclasses.replace(job, state=ack.state, errors=errors)
-
-
-def with_will_retry(hook: Callable[..., object]) -> StoppedHook:
-    """`hook` as a two-argument hook: one that takes a single argument is called with the
-    job alone (so `def hook(job)` keeps working), one that takes two with `will_retry` too."""
-    try:
-        inspect.signature(hook).bind(None, None)
-        return hook
-    except (TypeError, ValueError):  # ValueError: no signature to read (some builtins)
-        pass
-
-    @functools.wraps(hook)  # logged under its own name if it fails
-    def job_only(job: Job, will_retry: bool) -> object:
-        return hook(job)
-
-    return job_only
-
-
-async def call_hook(hook: StoppedHook, job: Job, will_retry: bool) -> None:
-    """Call a sync or async hook (errors are the caller's to handle)."""
-    outcome = hook(job, will_retry)
-    if inspect.isawaitable(outcome):
-        await outcome

@@ -16,7 +16,6 @@ loop.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import os
 import secrets
@@ -32,6 +31,7 @@ from shigoto import _validate as check
 from shigoto._version import __version__
 from shigoto.db import execution, faults
 from shigoto.db.operations import Operation
+from shigoto.events import batch_event, custom_event, job_event
 from shigoto.job import Job, JobState
 from shigoto.runtime.acker import Acker
 from shigoto.runtime.executor import Executor
@@ -50,6 +50,8 @@ from shigoto.runtime.watchdog import Watchdog
 
 if TYPE_CHECKING:
     from shigoto.app import Shigoto
+    from shigoto.features.batches import Batch
+    from shigoto.schedules import ScheduleInfo
 
 logger = logging.getLogger("shigoto.node")
 logger.addFilter(faults.SCRUBBED)  # a component or a hook may crash with a database error
@@ -81,13 +83,15 @@ class Node:
         for name, limit in self.queues.items():
             check.queue(name, "queues")
             check.integer(limit, f"queues[{name!r}]", (1, 10_000))
+        self.bus = app.bus
         self.executor = Executor(
             app.workers,
             threads=self.config.thread_count,
             node_id=self.id,
             max_result_bytes=self.config.max_result_bytes,
+            bus=self.bus,
         )
-        self._finisher = Finisher(on_discard=self.executor.on_discard)
+        self._finisher = Finisher(self.bus, self.id, on_discard=self.executor.on_discard)
         self.producers: dict[str, Producer] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._crashed: set[str] = set()  # components waiting to be restarted
@@ -148,6 +152,7 @@ class Node:
             await self._close_pool()
             raise
         self.started = True
+        self.bus.emit("node.started", node=self.id, data={"queues": dict(self.queues)})
         logger.info(
             "node %s started: %s",
             self.id,
@@ -156,18 +161,14 @@ class Node:
 
     def _start_components(self) -> None:
         q = self.app.queries
-        self._finisher = Finisher(
-            on_discard=self.executor.on_discard,
-            on_stopped=self._job_stopped if self.app.job_hooks else None,
-        )
         self._stager = Stager(
             db=self._db,
             queries=q,
             interval=self.config.stage_interval,
             on_staged=self._wake,
-            on_batch_closed=lambda batch: self._call_hooks(self.app.batch_hooks, batch),
+            on_batch_closed=self._batch_closed,
         )
-        self._acker = Acker(self._db, q, self.id, on_follow_up=self._stager.poke)
+        self._acker = Acker(self._db, q, self.id, on_follow_up=self._stager.poke, bus=self.bus)
         self._spawn("acker", self._acker.run)
         for name, limit in self.queues.items():
             self._add_producer(name, limit)
@@ -187,7 +188,9 @@ class Node:
         self._spawn("lifeline", self._lifeline.run)
         self.leader = Leader(self._db, q, self.id, role="leader", lease=self.config.leader_lease)
         self._spawn("leader", self.leader.run)
-        scheduler = Scheduler(self._db, q, self.leader, tick=self.config.schedule_tick)
+        scheduler = Scheduler(
+            self._db, q, self.leader, tick=self.config.schedule_tick, on_fired=self._fired
+        )
         self._spawn("scheduler", scheduler.run)
         if self.config.prune_after is not None:
             pruner = Pruner(
@@ -277,6 +280,7 @@ class Node:
         self.started = False
         self._stopping = False
         self._hurry.clear()
+        self.bus.emit("node.stopped", node=self.id)
         logger.info("node %s stopped", self.id)
 
     async def _give_back_unrun(self, producers: list[Producer], deadline: float) -> None:
@@ -379,6 +383,7 @@ class Node:
             finisher=self._finisher,
             fresh_for=self.config.claim_window,
             prefetch=self.config.prefetch,
+            bus=self.bus,
         )
         self.producers[name] = producer
         self._spawn(f"producer:{name}", producer.run)
@@ -404,6 +409,11 @@ class Node:
                         logger.info("job %s %s while running; interrupted", job_id, reason)
         elif action == "queue":
             self._queue_signal(message)
+        elif action == "event" and message.get("origin") != self.bus.origin:
+            # Another process's custom event (this process published its own at once).
+            event = custom_event(message)
+            if event is not None and self.bus.wants(event.name):
+                self.bus.publish(event)
 
     def _queue_signal(self, message: dict[str, Any]) -> None:
         name, limit = message.get("queue"), message.get("limit")
@@ -485,17 +495,19 @@ class Node:
     async def _rescued(self, jobs: list[Job]) -> None:
         for queue in {job.queue for job in jobs if job.state is JobState.AVAILABLE}:
             self._wake(queue)
+        bus = self.bus
         for job in jobs:  # their run (here, before a crash elsewhere) failed: NodeLost
+            if bus.active and bus.wants("job.rescued"):
+                bus.publish(job_event("job.rescued", job, node=self.id, state=job.state.value))
             await self._finisher.stopped(job)
 
-    async def _job_stopped(self, job: Job, will_retry: bool) -> None:
-        self._call_hooks(self.app.job_hooks, job, will_retry)
+    def _batch_closed(self, batch: Batch) -> None:
+        if self.bus.wants("batch.completed"):
+            self.bus.publish(batch_event(batch, self.id))
 
-    def _call_hooks(self, hooks: list[Callable[..., object]], *args: object) -> None:
-        """Run the app's hooks for a stopped job or a closed batch, without holding up the
-        runtime; an error in a hook is logged, never raised into it."""
-        for hook in hooks:
-            self._spawn(f"hook:{id(args[0])}:{id(hook)}", _hook_call(hook, *args), restart=False)
+    def _fired(self, entry: ScheduleInfo, job: Job) -> None:
+        if self.bus.wants("cron.scheduled"):
+            self.bus.publish(job_event("cron.scheduled", job, node=self.id, schedule=entry.name))
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -542,8 +554,17 @@ class Node:
             try:
                 await target()
                 return
-            except Exception:
+            except Exception as error:
                 logger.exception("component %s crashed; restarting in %.1fs", name, delay)
+                self.bus.emit(
+                    "component.crashed",
+                    node=self.id,
+                    data={
+                        "component": name,
+                        "error": type(error).__qualname__,
+                        "restart_in": delay,
+                    },
+                )
             if time.monotonic() - started > 60:
                 delay = 0.1
             self._crashed.add(name)
@@ -565,17 +586,3 @@ class Node:
         _, pending = await asyncio.wait([task], timeout=wait)
         if pending:
             logger.error("component %s did not stop within %.1fs; left behind", name, wait)
-
-
-def _hook_call(
-    hook: Callable[..., object], *args: object
-) -> Callable[[], Coroutine[Any, Any, None]]:
-    async def call() -> None:
-        try:
-            outcome = hook(*args)
-            if inspect.isawaitable(outcome):
-                await outcome
-        except Exception:
-            logger.exception("hook %r failed", hook)
-
-    return call

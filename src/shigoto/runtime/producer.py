@@ -31,11 +31,12 @@ from shigoto.db import execution, faults
 from shigoto.db.execution import Ack
 from shigoto.db.operations import Operation
 from shigoto.db.queries import Queries
+from shigoto.events import EventBus, job_event
 from shigoto.job import Job, JobState
 from shigoto.runtime.acker import Acker, refused
 from shigoto.runtime.context import JobRun
 from shigoto.runtime.executor import Executor
-from shigoto.runtime.finish import Finisher
+from shigoto.runtime.finish import Finisher, queue_wait
 from shigoto.runtime.retrying import TRANSIENT, Backoff
 from shigoto.runtime.slots import Slots
 
@@ -67,6 +68,7 @@ class Producer:
         on_follow_up: Callable[[], None] = lambda: None,
         finisher: Finisher | None = None,
         prefetch: int = 0,
+        bus: EventBus | None = None,
     ) -> None:
         self.queue = queue
         self.limit = limit
@@ -82,7 +84,8 @@ class Producer:
         self._fresh_for = fresh_for
         self._fair = fair
         self._last: Job | None = None  # a fair queue's next claim starts after its partition
-        self._finisher = finisher or Finisher(on_discard=executor.on_discard)
+        self._bus = bus or executor.bus
+        self._finisher = finisher or Finisher(self._bus, node_id, on_discard=executor.on_discard)
         self._on_follow_up = on_follow_up  # jobs just finished may release others or end a batch
         # Claimed jobs, running or waiting for a slot (`_held`, with a prefetch). Keyed by
         # (job id, attempt): after a rescue this node may claim a job again while its old
@@ -200,6 +203,8 @@ class Producer:
                     waiter.set_result(ack if ack.id in settled.applied else None)
         if settled.claimed and self._fair:
             self._last = settled.claimed[-1]
+        if self._bus.active:
+            self._claimed(settled.claimed, wanted)
         # More may wait if the claim filled every slot, or if new jobs were announced
         # while it ran: they may have been committed after its snapshot (a claim that
         # took fewer than it wanted must not put that news to sleep until the next poll).
@@ -212,6 +217,22 @@ class Producer:
             return
         for job in settled.claimed:
             self._start(job)
+
+    def _claimed(self, jobs: list[Job], wanted: int) -> None:
+        """The events of a claim: queue.poll, and job.claimed for each job it took."""
+        bus = self._bus
+        if bus.wants("queue.poll"):
+            bus.emit(
+                "queue.poll",
+                queue=self.queue,
+                node=self._node,
+                data={"claimed": len(jobs), "wanted": wanted},
+            )
+        if jobs and bus.wants("job.claimed"):
+            for job in jobs:
+                bus.publish(
+                    job_event("job.claimed", job, node=self._node, queue_wait=queue_wait(job))
+                )
 
     def _hand_over(self) -> None:
         """Outcomes must not wait for a claim that is not coming: give them to the acker."""

@@ -18,6 +18,7 @@ from typing import Any
 
 from shigoto.db import scheduling
 from shigoto.db.queries import Queries
+from shigoto.job import Job
 from shigoto.outcomes import ShigotoError
 from shigoto.runtime.leader import Leader
 from shigoto.runtime.retrying import TRANSIENT, Backoff
@@ -36,7 +37,9 @@ class Scheduler:
         leader: Leader,
         *,
         tick: float = 1.0,
+        on_fired: Callable[[ScheduleInfo, Job], None] = lambda entry, job: None,
     ) -> None:
+        self._on_fired = on_fired
         self._db = db
         self._q = queries
         self._leader = leader
@@ -107,6 +110,7 @@ class Scheduler:
         )
         for job in jobs:
             logger.info("schedule %s fired job %s for %s", entry.name, job.id, job.scheduled_at)
+            self._on_fired(entry, job)
         return next_at
 
 
