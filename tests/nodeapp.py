@@ -16,7 +16,7 @@ from typing import Any
 
 from psycopg import sql
 
-from shigoto import Shigoto, current_job
+from shigoto import Event, Shigoto, current_job
 
 app = Shigoto()
 
@@ -121,3 +121,23 @@ async def hold(seconds: float) -> None:
         await record("start", conn)
         await asyncio.sleep(seconds)
         await record("end", conn)
+
+
+@app.worker(name="ledger.emit")
+async def emit(name: str) -> None:
+    """Publishes the custom event `name` to every node."""
+    await app.emit(current_job().id, name, {"from": os.getpid()})
+
+
+if os.environ.get("NODEAPP_HEAR_CUSTOM"):
+
+    @app.on("custom.*")
+    async def heard(event: Event) -> None:
+        """Notes each custom event this node hears (job_id 0 for one about no job)."""
+        async with app.connection() as conn:
+            await conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} (job_id, node, attempt, event, pid) VALUES (%s, %s, 0, %s, %s)"
+                ).format(ledger_table(app.config.schema)),
+                [event.job_id or 0, event.node or "", event.name, os.getpid()],
+            )
