@@ -43,7 +43,10 @@ class Peer:
 # None of the peers claims more jobs than it can run at once (pgqueuer's batch_size must
 # be at most half its max_concurrent_tasks; procrastinate fetches a job per free worker;
 # oban fetches up to its queue's free slots).
-NO_PREFETCH = (("prefetch", "no setting to claim jobs beyond its concurrency"),)
+NO_PREFETCH = (
+    ("prefetch", "no setting to claim jobs beyond its concurrency"),
+    ("observed", "shigoto's own events and middleware"),
+)
 
 
 PEERS = {
@@ -71,6 +74,8 @@ WORKLOADS = {
         ("drain", {"jobs": 20_000, "nodes": 2, "concurrency": 10}),
         # shigoto's `prefetch` (docs/performance.md): still 10 at a time, bigger claims.
         ("drain", {"jobs": 20_000, "nodes": 2, "concurrency": 10, "prefetch": 40}),
+        # shigoto with a handler on every event ("*") and a middleware on every job.
+        ("drain", {"jobs": 20_000, "nodes": 2, "concurrency": 10, "observed": 1}),
     ],
     "W4": [("latency", {"jobs": 200, "gap": 0.02})],
     "W5": [("steady", {"rate": 2_000, "seconds": 20, "nodes": 2, "concurrency": 10})],
@@ -329,6 +334,13 @@ def table(report: dict[str, Any]) -> str:
         ("W3 drain, 1 node, jobs/s", "W3", 0, "jobs_per_second", True),
         ("W3 drain, 2 nodes, jobs/s", "W3", 1, "jobs_per_second", True),
         ("W3 drain, 2 nodes, prefetch 40, jobs/s", "W3", 2, "jobs_per_second", True),
+        (
+            "W3 drain, 2 nodes, every event heard + middleware, jobs/s",
+            "W3",
+            3,
+            "jobs_per_second",
+            True,
+        ),
         ("W4 latency p50, ms", "W4", 0, "p50_ms", False),
         ("W4 latency p99, ms", "W4", 0, "p99_ms", False),
         ("W5 steady p50, ms", "W5", 0, "p50_ms", False),

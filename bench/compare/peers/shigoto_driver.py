@@ -2,7 +2,8 @@
 
 Settings: the defaults (LISTEN/NOTIFY wake-ups, claims sized to free slots, batched
 outcome writes, prepared statements on), and `prefetch` where a step asks for it (W3's
-third drain: docs/performance.md recommends it for many short jobs); one queue `default`
+third drain: docs/performance.md recommends it for many short jobs), and for W3's fourth
+drain, `observed`: a handler on every event and a middleware on every job; one queue `default`
 with the given concurrency; the `fast` extra installed (orjson, uvloop), which
 docs/performance.md recommends, and every command run as `shigoto worker` runs a node: on
 uvloop.
@@ -29,8 +30,21 @@ from shigoto.cli import run_on_fastest_loop
 WORKER = "bench.noop"
 
 
-def make_app(dsn: str, concurrency: int = 10, prefetch: int = 0) -> Shigoto:
+def make_app(dsn: str, concurrency: int = 10, prefetch: int = 0, observed: int = 0) -> Shigoto:
     app = Shigoto(dsn=dsn, queues={"default": concurrency}, prefetch=prefetch)
+    if observed:
+        # Every event heard (a cheap sync handler on "*") and a middleware on every job:
+        # what the event bus and the pipeline cost a node that uses them.
+        heard = [0]
+
+        def count(event: object) -> None:
+            heard[0] += 1
+
+        app.bus.subscribe("*", count)
+
+        @app.middleware
+        async def passthrough(job: object, call_next: Any) -> object:
+            return await call_next()
 
     @app.worker(name=WORKER)
     async def noop(k: int | None = None) -> None:
@@ -140,8 +154,8 @@ async def single_insert_vs_bare(dsn: str, jobs: int) -> dict[str, Any]:
     }
 
 
-async def worker(dsn: str, concurrency: int, prefetch: int) -> None:
-    app = make_app(dsn, concurrency, prefetch)
+async def worker(dsn: str, concurrency: int, prefetch: int, observed: int) -> None:
+    app = make_app(dsn, concurrency, prefetch, observed)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -160,7 +174,9 @@ async def worker(dsn: str, concurrency: int, prefetch: int) -> None:
 class Workers:
     """`count` worker processes of this script; their stdout lines are collected."""
 
-    def __init__(self, dsn: str, count: int, concurrency: int, prefetch: int = 0) -> None:
+    def __init__(
+        self, dsn: str, count: int, concurrency: int, prefetch: int = 0, observed: int = 0
+    ) -> None:
         command = [
             sys.executable,
             __file__,
@@ -171,6 +187,8 @@ class Workers:
             str(concurrency),
             "--prefetch",
             str(prefetch),
+            "--observed",
+            str(observed),
         ]
         self.processes = [
             subprocess.Popen(command, stdout=subprocess.PIPE, text=True, bufsize=1)
@@ -219,8 +237,10 @@ async def _left_to_do(conn: psycopg.AsyncConnection[Any]) -> bool:
     return bool(row and row[0])
 
 
-async def drain(dsn: str, jobs: int, nodes: int, concurrency: int, prefetch: int) -> dict[str, Any]:
-    workers = Workers(dsn, nodes, concurrency, prefetch)
+async def drain(
+    dsn: str, jobs: int, nodes: int, concurrency: int, prefetch: int, observed: int = 0
+) -> dict[str, Any]:
+    workers = Workers(dsn, nodes, concurrency, prefetch, observed)
     try:
         await workers.ready()
         app = make_app(dsn)
@@ -240,6 +260,7 @@ async def drain(dsn: str, jobs: int, nodes: int, concurrency: int, prefetch: int
         "nodes": nodes,
         "concurrency": concurrency,
         "prefetch": prefetch,
+        "observed": observed,
         "seconds": round(seconds, 3),
         "jobs_per_second": round(jobs / seconds),
         "insert_seconds": round(inserted - began, 3),
@@ -334,6 +355,7 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--prefetch", type=int, default=0)
+    parser.add_argument("--observed", type=int, default=0)
     parser.add_argument("--gap", type=float, default=0.02)
     parser.add_argument("--rate", type=int, default=2_000)
     parser.add_argument("--seconds", type=float, default=20)
@@ -344,8 +366,8 @@ def main() -> None:
         "bulk_insert": lambda: bulk_insert(o.dsn, o.jobs),
         "single_insert": lambda: single_insert(o.dsn, o.jobs),
         "single_insert_vs_bare": lambda: single_insert_vs_bare(o.dsn, o.jobs),
-        "worker": lambda: worker(o.dsn, o.concurrency, o.prefetch),
-        "drain": lambda: drain(o.dsn, o.jobs, o.nodes, o.concurrency, o.prefetch),
+        "worker": lambda: worker(o.dsn, o.concurrency, o.prefetch, o.observed),
+        "drain": lambda: drain(o.dsn, o.jobs, o.nodes, o.concurrency, o.prefetch, o.observed),
         "latency": lambda: latency(o.dsn, o.jobs, o.gap),
         "steady": lambda: steady(o.dsn, o.rate, o.seconds, o.nodes, o.concurrency),
         "seed_finished": lambda: seed_finished(o.dsn, o.rows),
