@@ -272,6 +272,7 @@ class EventBus:
         # Streams are held weakly: one its consumer dropped without closing goes away.
         self._streams: weakref.WeakSet[EventStream] = weakref.WeakSet()
         self._wanted: dict[str, bool] = {}  # name -> has a subscriber (a cache)
+        self._wanted_any: dict[tuple[str, ...], bool] = {}
         self.active = False  # anything subscribed at all
         self._loop: asyncio.AbstractEventLoop | None = None
         self.lost = 0  # events for async handlers published where no loop could run them
@@ -280,6 +281,7 @@ class EventBus:
 
     def _changed(self) -> None:
         self._wanted.clear()
+        self._wanted_any.clear()
         self.active = bool(self._handlers) or bool(self._streams)
 
     def subscribe(self, pattern: str, handler: Handler, *, buffer: int = DEFAULT_BUFFER) -> Handler:
@@ -320,6 +322,15 @@ class EventBus:
             wanted = self._wanted[name] = any(matches(p, name) for p, _ in self._handlers) or any(
                 matches(s.pattern, name) for s in self._streams
             )
+        return wanted
+
+    def wants_any(self, names: tuple[str, ...]) -> bool:
+        """Whether anything subscribes to one of `names` (cached by the tuple)."""
+        if not self.active:
+            return False
+        wanted = self._wanted_any.get(names)
+        if wanted is None:
+            wanted = self._wanted_any[names] = any(self.wants(name) for name in names)
         return wanted
 
     def publish(self, event: Event) -> None:

@@ -56,8 +56,7 @@ class Finisher:
 
     def _heard(self) -> bool:
         """Whether anything subscribes to an outcome's events."""
-        bus = self._bus
-        return bus.active and any(bus.wants(name) for name in OUTCOME_EVENTS)
+        return self._bus.wants_any(OUTCOME_EVENTS)
 
     def finish(self, run: JobRun, ack: Ack, outlet: Outlet) -> Coroutine[Any, Any, None] | None:
         """End `run` with `ack`; returns what is left to await, if anything. A run nobody
