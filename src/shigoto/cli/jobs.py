@@ -11,6 +11,7 @@ exit status 1.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -18,6 +19,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from shigoto.app import Shigoto
 from shigoto.cli.console import age, err, fail, out
 from shigoto.cli.context import open_app
 from shigoto.cli.options import AppOption, DsnOption, SchemaOption
@@ -92,28 +94,31 @@ def show_job(
     out.print_json(json.dumps(_job_document(job)))
 
 
-@jobs_cli.command("cancel")
-def cancel_job(
-    job_ids: Annotated[list[int], typer.Argument(help="One or more job ids.")],
-    dsn: DsnOption = None,
-    schema: SchemaOption = None,
-    app: AppOption = None,
-) -> None:
-    """Cancel unfinished jobs."""
-    with open_app(dsn, schema, app) as shigoto:
-        _report("cancelled", [(job_id, shigoto.sync.cancel(job_id)) for job_id in job_ids])
+JobIds = Annotated[list[int], typer.Argument(help="One or more job ids.")]
 
 
-@jobs_cli.command("retry")
-def retry_job(
-    job_ids: Annotated[list[int], typer.Argument(help="One or more job ids.")],
-    dsn: DsnOption = None,
-    schema: SchemaOption = None,
-    app: AppOption = None,
-) -> None:
-    """Make scheduled, retryable or finished jobs available now."""
-    with open_app(dsn, schema, app) as shigoto:
-        _report("retried", [(job_id, shigoto.sync.retry(job_id)) for job_id in job_ids])
+def _each_job(verb: str, change: Callable[[Shigoto, int], bool]) -> Callable[..., None]:
+    """A command that makes one `change` to each job given and says, per job, whether it
+    did (`jobs cancel`, `jobs retry`)."""
+
+    def command(
+        job_ids: JobIds,
+        dsn: DsnOption = None,
+        schema: SchemaOption = None,
+        app: AppOption = None,
+    ) -> None:
+        with open_app(dsn, schema, app) as shigoto:
+            _report(verb, [(job_id, change(shigoto, job_id)) for job_id in job_ids])
+
+    return command
+
+
+jobs_cli.command("cancel", help="Cancel unfinished jobs.")(
+    _each_job("cancelled", lambda shigoto, job_id: shigoto.sync.cancel(job_id))
+)
+jobs_cli.command("retry", help="Make scheduled, retryable or finished jobs available now.")(
+    _each_job("retried", lambda shigoto, job_id: shigoto.sync.retry(job_id))
+)
 
 
 def _report(verb: str, results: list[tuple[int, bool]]) -> None:

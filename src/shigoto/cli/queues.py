@@ -8,6 +8,7 @@ Pausing is stored in the database: every node sees it, running jobs finish.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -21,27 +22,21 @@ queue_cli = typer.Typer(help="Pause and resume queues on every node.", no_args_i
 cli.add_typer(queue_cli, name="queue")
 
 
-@queue_cli.command("pause")
-def pause_queue(
-    name: Annotated[str, typer.Argument(help="The queue.")],
-    dsn: DsnOption = None,
-    schema: SchemaOption = None,
-) -> None:
-    """No node claims jobs of this queue until it is resumed (running jobs finish)."""
-    _set_paused(name, True, dsn, schema)
+QueueName = Annotated[str, typer.Argument(help="The queue.")]
 
 
-@queue_cli.command("resume")
-def resume_queue(
-    name: Annotated[str, typer.Argument(help="The queue.")],
-    dsn: DsnOption = None,
-    schema: SchemaOption = None,
-) -> None:
-    """Let every node claim jobs of this queue again."""
-    _set_paused(name, False, dsn, schema)
+def _pausing(paused: bool) -> Callable[..., None]:
+    """The command that pauses (or resumes) the queue given."""
+
+    def command(name: QueueName, dsn: DsnOption = None, schema: SchemaOption = None) -> None:
+        with open_app(dsn, schema) as shigoto:
+            (shigoto.sync.pause_queue if paused else shigoto.sync.resume_queue)(name)
+        out.print(f"queue {name!r} {'paused' if paused else 'resumed'}")
+
+    return command
 
 
-def _set_paused(name: str, paused: bool, dsn: str | None, schema: str | None) -> None:
-    with open_app(dsn, schema) as shigoto:
-        (shigoto.sync.pause_queue if paused else shigoto.sync.resume_queue)(name)
-    out.print(f"queue {name!r} {'paused' if paused else 'resumed'}")
+queue_cli.command(
+    "pause", help="No node claims jobs of this queue until it is resumed (running jobs finish)."
+)(_pausing(True))
+queue_cli.command("resume", help="Let every node claim jobs of this queue again.")(_pausing(False))

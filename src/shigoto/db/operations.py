@@ -66,11 +66,19 @@ def _cursor(conn: Any, tuples: bool) -> Any:
     return cur
 
 
-def _missing_schema(error: psycopg.Error) -> MigrationError:
-    return MigrationError(
-        f"the shigoto tables are missing ({error.diag.message_primary}); "
-        "run `shigoto migrate` or `await app.migrate()` first"
-    )
+def _ended(operation: Operation[T], error: BaseException) -> T:
+    """How driving `operation` (async or sync) ended: its value once it has returned, or
+    else `error` raised again after closing it (a missing schema as a MigrationError that
+    says what to do)."""
+    if isinstance(error, StopIteration):
+        return error.value  # type: ignore[no-any-return]
+    operation.close()
+    if isinstance(error, psycopg.errors.UndefinedTable | psycopg.errors.InvalidSchemaName):
+        raise MigrationError(
+            f"the shigoto tables are missing ({error.diag.message_primary}); "
+            "run `shigoto migrate` or `await app.migrate()` first"
+        ) from error
+    raise error
 
 
 async def run_async(
@@ -87,12 +95,8 @@ async def run_async(
             await cur.execute(statement.sql, statement.params)
             rows = await cur.fetchall() if _has_rows(cur) else []
             statement = operation.send(Result(rows, cur.rowcount))
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
-    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as error:
-        raise _missing_schema(error) from error
-    finally:
-        operation.close()
+    except BaseException as error:  # StopIteration when it returns
+        return _ended(operation, error)
 
 
 def run_sync(
@@ -109,9 +113,5 @@ def run_sync(
             cur.execute(statement.sql, statement.params)
             rows = cur.fetchall() if _has_rows(cur) else []
             statement = operation.send(Result(rows, cur.rowcount))
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
-    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as error:
-        raise _missing_schema(error) from error
-    finally:
-        operation.close()
+    except BaseException as error:  # StopIteration when it returns
+        return _ended(operation, error)
