@@ -16,7 +16,7 @@ import pytest
 import uvicorn
 from psycopg import sql
 
-from shigoto import Shigoto
+from shigoto import JobSpec, Shigoto
 from shigoto.health import asgi_app
 from tests.conftest import FAST, app_settings, wait_until
 
@@ -293,3 +293,45 @@ async def test_ready_can_refuse_a_degraded_app(
     assert (await asyncio.to_thread(get, f"{lenient}/ready"))[0] == 200
     status, body = await asyncio.to_thread(get, f"{strict}/ready")
     assert (status, body["status"]) == (503, "degraded")
+
+
+# -- the command -----------------------------------------------------------------------------
+
+
+async def test_shigoto_health_exits_0_when_ok_and_1_otherwise(
+    app: Shigoto, db: psycopg.AsyncConnection[Any], dsn: str, schema: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from shigoto.cli import cli
+
+    def run(*args: str, on: str = dsn) -> Any:
+        env = {"SHIGOTO_DSN": on, "SHIGOTO_SCHEMA": schema, "SHIGOTO_CONNECT_TIMEOUT": "1"}
+        return CliRunner().invoke(cli, ["health", *args], env=env)
+
+    job = await app.insert(JobSpec.build("elsewhere"))
+    ok = await asyncio.to_thread(run)
+    assert ok.exit_code == 0, ok.output
+    assert ok.output.splitlines() == ["ok", "jobs: available 1"]
+    await db.execute(
+        sql.SQL(
+            "UPDATE {}.jobs SET state = 'executing', attempted_by = 'gone', attempted_at = now() "
+            "WHERE id = %s"
+        ).format(sql.Identifier(schema)),
+        [job.id],
+    )
+    degraded = await asyncio.to_thread(run, "--json")
+    assert degraded.exit_code == 1
+    report = json.loads(degraded.output)
+    assert report["status"] == "degraded"
+    assert report["stale_jobs"] == {
+        "count": 1,
+        "oldest_age": report["stale_jobs"]["oldest_age"],
+        "sample": [job.id],
+    }
+    down = await asyncio.to_thread(
+        run, on="postgresql://postgres@127.0.0.1:9/nowhere?connect_timeout=1"
+    )
+    assert down.exit_code == 1
+    assert down.output.splitlines()[0] == "unhealthy"
+    assert down.output.splitlines()[1].startswith("- database: ")

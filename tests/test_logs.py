@@ -6,7 +6,13 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -138,3 +144,86 @@ def test_the_text_format_appends_the_job() -> None:
     line = formatter.format(_record("resizing", **job_fields_of(42)))
     assert line.endswith("ERROR jobs.test: resizing [job 42 w, queue q, attempt 1]")
     assert formatter.format(_record("idle")).endswith("ERROR jobs.test: idle")
+
+
+JOB_APP = """
+import logging
+
+from shigoto import Shigoto
+
+app = Shigoto()
+logging.getLogger("logs.app").setLevel(logging.INFO)
+
+
+@app.worker(name="logs.hello")
+def hello(secret: str) -> None:
+    logging.getLogger("logs.app").info("hello from the job")
+    raise RuntimeError("it broke")
+"""
+
+
+async def test_shigoto_worker_log_format_json_is_one_object_per_line_with_the_job(
+    app: Shigoto, tmp_path: Path
+) -> None:
+    (tmp_path / "logs_app.py").write_text(JOB_APP)
+    job = await app.insert(JobSpec.build("logs.hello", {"secret": SECRET}, max_attempts=1))
+    environment = {
+        **os.environ,
+        "SHIGOTO_DSN": app.config.dsn or "",
+        "SHIGOTO_SCHEMA": app.config.schema,
+        "SHIGOTO_POLL_INTERVAL": "0.2",
+        # This checkout's sources, when the tests run with PYTHONPATH=src.
+        "PYTHONPATH": os.pathsep.join(
+            str(Path(p).resolve()) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p
+        ),
+    }
+    node = subprocess.Popen(
+        [sys.executable, "-m", "shigoto.cli", "worker", "logs_app:app", "--log-format", "json"],
+        cwd=tmp_path,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        await app.wait_for(job.id, timeout=60)
+        node.send_signal(signal.SIGTERM)
+        output = node.communicate(timeout=60)[0].decode()
+    finally:
+        if node.poll() is None:
+            node.kill()
+            node.wait()
+    assert node.returncode == 0, output
+    lines = [json.loads(line) for line in output.splitlines()]  # every line is one object
+    assert {line["logger"] for line in lines} >= {"logs.app", "shigoto.node"}
+    (hello,) = [line for line in lines if line["logger"] == "logs.app"]
+    assert hello["message"] == "hello from the job"
+    assert hello["level"] == "INFO"
+    expected = {"job_id": job.id, "worker": "logs.hello", "queue": "default", "attempt": 1}
+    assert {name: hello[name] for name in FIELDS} == expected
+    started = [line for line in lines if line["message"].startswith("node ")]
+    assert started and "job_id" not in started[0]
+    assert SECRET not in output
+
+
+async def test_shigotos_records_about_a_job_made_outside_its_run_carry_it(app: Shigoto) -> None:
+    handler = Capture()
+    handler.addFilter(JobFields())
+    executor = logging.getLogger("shigoto.executor")
+    executor.addHandler(handler)
+
+    @app.worker(timeout=0.05, max_attempts=1)
+    def slow() -> None:  # in a thread: its timeout is noticed by the node, not in the run
+        time.sleep(0.3)
+
+    try:
+        job = await slow.enqueue()
+        await app.drain_queue()
+    finally:
+        executor.removeHandler(handler)
+    (record,) = [r for r in handler.records if "passed its timeout" in r.getMessage()]
+    assert fields(record) == {
+        "job_id": job.id,
+        "worker": slow.name,
+        "queue": "default",
+        "attempt": 1,
+    }

@@ -1,6 +1,7 @@
 """Running a node: `shigoto worker`, `serve` (a node until a signal), the event loop.
 
     shigoto worker myapp:app --queues default=10,emails=5
+    shigoto worker myapp:app --log-format json --metrics-port 9100
 
     run_on_fastest_loop(serve(app))   # the same from your own script
 
@@ -15,7 +16,7 @@ import os
 import signal
 import threading
 from collections.abc import Coroutine
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -25,6 +26,10 @@ from shigoto.cli.context import load_app
 from shigoto.cli.logs import configure_logging
 from shigoto.cli.root import cli
 from shigoto.config import parse_queues
+from shigoto.outcomes import ConfigurationError
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
 
 T = TypeVar("T")
 
@@ -39,16 +44,52 @@ def worker(
         typer.Option(help="Queues and their concurrency, e.g. default=10,emails=5."),
     ] = None,
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
+    log_format: Annotated[
+        str, typer.Option(help="Log lines as text, or json (one object per line).")
+    ] = "text",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve Prometheus metrics on this port (needs the prometheus extra).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a node: claim and run jobs until SIGTERM or SIGINT (a second one stops at once)."""
-    configure_logging(log_level)
+    if log_format not in ("text", "json"):
+        raise fail(f"--log-format: expected text or json, got {log_format!r}")
+    configure_logging(log_level, log_format)
+    server = None
     try:
         shigoto = load_app(app)
         chosen = parse_queues(queues) if queues else None
+        if metrics_port is not None:
+            server = _serve_metrics(shigoto, metrics_port)
         run_on_fastest_loop(serve(shigoto, chosen))
     except EXPECTED as error:
         raise fail(error) from None
+    finally:
+        if server is not None:
+            server.shutdown()
     _exit_despite_stuck_threads()
+
+
+def _serve_metrics(app: Shigoto, port: int) -> WSGIServer:
+    """Count the app's jobs and serve them for Prometheus from a thread (every path)."""
+    try:
+        from shigoto.contrib.prometheus import instrument
+    except ImportError:
+        raise ConfigurationError(
+            "--metrics-port: needs prometheus-client: pip install 'shigoto[prometheus]'"
+        ) from None
+    try:
+        server = instrument(app).start_http_server(port)
+    except OSError as error:
+        raise ConfigurationError(
+            f"--metrics-port: cannot listen on port {port}: {error.strerror or error}"
+        ) from None
+    logger.info("serving Prometheus metrics on port %d", server.server_port)
+    return server
 
 
 async def serve(app: Shigoto, queues: dict[str, int] | None = None) -> None:

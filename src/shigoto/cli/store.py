@@ -1,7 +1,8 @@
-"""Admin commands on the job store as a whole: `migrate`, `status`, `prune`.
+"""Admin commands on the job store as a whole: `migrate`, `status`, `health`, `prune`.
 
     shigoto migrate --dry-run
     shigoto status
+    shigoto health --json        # exit status 0 when ok, 1 when degraded or unhealthy
     shigoto prune --dry-run
 
 Each takes `--dsn`/`--schema` or `--app`, like every admin command.
@@ -9,6 +10,7 @@ Each takes `--dsn`/`--schema` or `--app`, like every admin command.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import typer
@@ -66,6 +68,30 @@ def status(dsn: DsnOption = None, schema: SchemaOption = None, app: AppOption = 
         out.print("no jobs")
         return
     out.print(table)
+
+
+@cli.command()
+def health(
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
+    app: AppOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The report as JSON.")] = False,
+) -> None:
+    """Whether the database answers and no job is stuck on a dead node: ok, degraded or
+    unhealthy, and why. Exit status 0 when ok, 1 otherwise (for probes and scripts)."""
+    with open_app(dsn, schema, app) as shigoto:
+        report = shigoto.sync.health()
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        out.print(report.status)
+        for problem in report.problems:
+            out.print(f"- {problem}")
+        if report.database:
+            counts = ", ".join(f"{state} {n}" for state, n in sorted(report.counts.items()))
+            out.print(f"jobs: {counts or 'none'}")
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @cli.command()

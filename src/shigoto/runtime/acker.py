@@ -226,7 +226,9 @@ class Acker:
 
     async def _refused(self, ack: Ack, error: Exception, written: dict[int, Ack]) -> None:
         why = describe(error)  # never the detail or context: they may quote the outcome
-        logger.error("the outcome of job %s could not be stored: %s", ack.id, why)
+        logger.error(
+            "the outcome of job %s could not be stored: %s", ack.id, why, extra={"job_id": ack.id}
+        )
         fallback = _fallback(ack, why)
         try:
             applied = await self._write([fallback])

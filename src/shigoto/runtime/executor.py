@@ -29,6 +29,7 @@ from shigoto.db import faults
 from shigoto.db.execution import Ack
 from shigoto.events import EventBus, job_event
 from shigoto.job import Job, JobState
+from shigoto.logs import job_fields
 from shigoto.outcomes import (
     Cancel,
     Discard,
@@ -246,6 +247,7 @@ class Executor:
                         "slot until then",
                         run.job.id,
                         run.job.worker,
+                        extra=job_fields(run.job),
                     )
         if upcoming:
             self._alarm = loop.call_at(min(upcoming), self._stop_overdue)
@@ -445,7 +447,9 @@ class Executor:
         try:
             delay = worker.backoff(job.attempt, error)
         except Exception:
-            logger.exception("backoff of %s failed; using the default", job.worker)
+            logger.exception(
+                "backoff of %s failed; using the default", job.worker, extra=job_fields(job)
+            )
             return default_backoff(job.attempt)
         if (
             isinstance(delay, bool)
@@ -454,7 +458,10 @@ class Executor:
             or delay < 0
         ):
             logger.error(
-                "backoff of %s returned %r, not seconds; using the default", job.worker, delay
+                "backoff of %s returned %r, not seconds; using the default",
+                job.worker,
+                delay,
+                extra=job_fields(job),
             )
             return default_backoff(job.attempt)
         return float(delay)
@@ -467,4 +474,6 @@ class Executor:
         try:
             await worker.on_discard(job)
         except Exception:
-            logger.exception("on_discard of %s failed for job %s", job.worker, job.id)
+            logger.exception(
+                "on_discard of %s failed for job %s", job.worker, job.id, extra=job_fields(job)
+            )

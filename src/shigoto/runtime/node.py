@@ -406,7 +406,12 @@ class Node:
             for job_id in message.get("ids", []):
                 for producer in self.producers.values():
                     if producer.cancel_job(job_id, reason):
-                        logger.info("job %s %s while running; interrupted", job_id, reason)
+                        logger.info(
+                            "job %s %s while running; interrupted",
+                            job_id,
+                            reason,
+                            extra={"job_id": job_id},
+                        )
         elif action == "queue":
             self._queue_signal(message)
         elif action == "event" and message.get("origin") != self.bus.origin:
@@ -443,7 +448,11 @@ class Node:
         for job_id, attempt in lost:
             for producer in self.producers.values():
                 if producer.cancel_job(job_id, "cancelled", attempt):
-                    logger.info("job %s is no longer this node's (cancelled?); stopped", job_id)
+                    logger.info(
+                        "job %s is no longer this node's (cancelled?); stopped",
+                        job_id,
+                        extra={"job_id": job_id},
+                    )
 
     def _fence(self, reason: str) -> None:
         running = sum(len(p.running) for p in self.producers.values())

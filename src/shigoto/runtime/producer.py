@@ -33,6 +33,7 @@ from shigoto.db.operations import Operation
 from shigoto.db.queries import Queries
 from shigoto.events import EventBus, job_event
 from shigoto.job import Job, JobState
+from shigoto.logs import job_fields
 from shigoto.runtime.acker import Acker, refused
 from shigoto.runtime.context import JobRun
 from shigoto.runtime.executor import Executor
@@ -302,7 +303,9 @@ class Producer:
             try:
                 ack = await self._executor.execute(run)
             except Exception:  # a bug of ours; the job is rescued or retried, never lost
-                logger.exception("job %s: the executor failed", run.job.id)
+                logger.exception(
+                    "job %s: the executor failed", run.job.id, extra=job_fields(run.job)
+                )
                 return
             finally:
                 self._slots.give_back()
