@@ -12,7 +12,6 @@ own clock, so it steps down on its own when it loses the database.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -21,6 +20,7 @@ from typing import Any
 from shigoto.db import scheduling
 from shigoto.db.operations import Operation
 from shigoto.db.queries import Queries
+from shigoto.runtime._component import Periodic
 from shigoto.runtime.retrying import TRANSIENT
 
 logger = logging.getLogger("shigoto.leader")
@@ -42,27 +42,33 @@ class Leader:
         self.role = role
         self.lease = lease
         self._valid_until = 0.0  # monotonic time until which our lease surely holds
+        self._loop = Periodic(
+            self._campaign_step,
+            interval=lease / 3,
+            logger=logger,
+            failed=f"{role} election failed",
+        )
 
     @property
     def is_leader(self) -> bool:
         return time.monotonic() < self._valid_until
 
     async def run(self) -> None:
-        while True:
-            await self.campaign()
-            await asyncio.sleep(self.lease / 3)
+        """Campaign now, then every `lease / 3` seconds."""
+        await self._loop.run()
+
+    async def _campaign_step(self) -> None:
+        await self.campaign()
 
     async def campaign(self) -> bool:
-        """Take or renew the lease once; True if this node holds it now."""
+        """Take or renew the lease once; True if this node holds it now. A database that
+        cannot be reached raises (`DatabaseUnavailable`) and changes nothing: the lease
+        this node holds, if any, lapses by its own clock."""
         began = time.monotonic()
         was_leader = self.is_leader
-        try:
-            holds: bool = await self._db(
-                scheduling.elect(self._q, role=self.role, node=self._node, lease=self.lease)
-            )
-        except TRANSIENT as error:
-            logger.warning("%s election failed: %s", self.role, error)
-            return self.is_leader
+        holds: bool = await self._db(
+            scheduling.elect(self._q, role=self.role, node=self._node, lease=self.lease)
+        )
         if holds:
             # Counted from before the statement: the database's lease started no earlier.
             self._valid_until = began + self.lease

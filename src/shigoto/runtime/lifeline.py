@@ -13,7 +13,6 @@ nobody rescues this node's jobs and it fences nothing.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,8 +21,8 @@ from shigoto.db import execution
 from shigoto.db.operations import Operation
 from shigoto.db.queries import Queries
 from shigoto.job import Job
+from shigoto.runtime._component import Periodic
 from shigoto.runtime.heartbeat import Heartbeat
-from shigoto.runtime.retrying import TRANSIENT
 
 logger = logging.getLogger("shigoto.lifeline")
 
@@ -52,6 +51,9 @@ class Lifeline:
         self._on_fence = on_fence
         self._audit = audit
         self._fenced = False  # this silence was already fenced
+        self._loop = Periodic(
+            self._look, interval=interval, logger=logger, failed="rescue failed, will retry"
+        )
 
     @property
     def healthy(self) -> bool:
@@ -66,12 +68,14 @@ class Lifeline:
         return max(self._node_timeout - self._interval, self._interval)  # Config.claim_window
 
     async def run(self) -> None:
-        while True:
-            self.judge()
-            if self.healthy:
-                await self._audit()  # a cancel signal may have been missed
-                await self._rescue()  # only with a fresh heartbeat of our own
-            await asyncio.sleep(self._interval)
+        """Judge, audit and rescue now, then every `interval` seconds."""
+        await self._loop.run()
+
+    async def _look(self) -> None:
+        self.judge()
+        if self.healthy:
+            await self._audit()  # a cancel signal may have been missed
+            await self._rescue()  # only with a fresh heartbeat of our own
 
     def judge(self) -> None:
         """Fence if this node was declared dead, or if the database has not answered its
@@ -89,13 +93,9 @@ class Lifeline:
             self._on_fence(f"the database has not answered a heartbeat for {silence:.1f}s")
 
     async def _rescue(self) -> None:
-        try:
-            rescued: list[Job] = await self._db(
-                execution.rescue(self._q, node=self._node, node_timeout=self._node_timeout)
-            )
-        except TRANSIENT as error:
-            logger.warning("rescue failed, will retry: %s", error)
-            return
+        rescued: list[Job] = await self._db(
+            execution.rescue(self._q, node=self._node, node_timeout=self._node_timeout)
+        )
         if rescued:
             logger.warning(
                 "rescued %d job(s) from dead nodes: %s",

@@ -22,7 +22,8 @@ import psycopg
 from shigoto.db import execution, store
 from shigoto.db.operations import Operation, run_async
 from shigoto.db.queries import Queries
-from shigoto.runtime.retrying import TRANSIENT, Backoff
+from shigoto.runtime._component import Periodic
+from shigoto.runtime.retrying import Backoff
 
 logger = logging.getLogger("shigoto.notifier")
 
@@ -50,13 +51,21 @@ class Notifier:
         self._db = db
         self._q = queries
         self._node = node_id
-        self._probe_interval = probe_interval
         self._on_insert = on_insert
         self._on_control = on_control
         self._on_connect = on_connect
         self._insert_channel = f"{queries.schema}.jobs_inserted"
         self._control_channel = f"{queries.schema}.control"
         self._probes: dict[str, asyncio.Event] = {}
+        # The database unreachable from the pool is not the listener's fault: only noted.
+        self._prober = Periodic(
+            self._probe,
+            interval=probe_interval,
+            logger=logger,
+            failed="probe not sent",
+            at_once=False,
+            fault_level=logging.DEBUG,
+        )
         self.connected = asyncio.Event()
         self.connections = 0  # how many times the listener has (re)connected
 
@@ -78,7 +87,7 @@ class Notifier:
                 self._on_connect()  # NOTIFY has no replay: look for what we missed
                 async with asyncio.TaskGroup() as group:
                     group.create_task(self._listen(conn))
-                    group.create_task(self._probe())
+                    group.create_task(self._prober.run())
             except* (psycopg.OperationalError, ListenerSilent) as errors:
                 logger.warning("listener lost, reconnecting: %s", errors.exceptions[0])
             finally:
@@ -107,22 +116,18 @@ class Notifier:
         self._on_control(message)
 
     async def _probe(self) -> None:
-        while True:
-            await asyncio.sleep(self._probe_interval)
-            token = secrets.token_hex(8)
-            arrived = self._probes[token] = asyncio.Event()
-            try:
-                await self._db(
-                    store.signal(self._q, {"action": "probe", "node": self._node, "token": token})
-                )
-                async with asyncio.timeout(PROBE_TIMEOUT):
-                    await arrived.wait()
-            except TimeoutError:
-                raise ListenerSilent(
-                    f"a probe NOTIFY did not arrive within {PROBE_TIMEOUT:g}s"
-                ) from None
-            except TRANSIENT as error:
-                # The database is unreachable from the pool: not the listener's fault.
-                logger.debug("probe not sent: %s", error)
-            finally:
-                del self._probes[token]
+        """NOTIFY this node and wait for it to come back; ListenerSilent if it does not."""
+        token = secrets.token_hex(8)
+        arrived = self._probes[token] = asyncio.Event()
+        try:
+            await self._db(
+                store.signal(self._q, {"action": "probe", "node": self._node, "token": token})
+            )
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                await arrived.wait()
+        except TimeoutError:
+            raise ListenerSilent(
+                f"a probe NOTIFY did not arrive within {PROBE_TIMEOUT:g}s"
+            ) from None
+        finally:
+            del self._probes[token]

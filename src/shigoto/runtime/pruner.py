@@ -16,8 +16,8 @@ from typing import Any
 
 from shigoto.db import store
 from shigoto.db.queries import Queries
+from shigoto.runtime._component import Periodic
 from shigoto.runtime.leader import Leader
-from shigoto.runtime.retrying import TRANSIENT
 
 logger = logging.getLogger("shigoto.pruner")
 
@@ -41,16 +41,21 @@ class Pruner:
         self._leader = leader
         self._prune_after = prune_after
         self._retention = retention
-        self._interval = interval
+        self._loop = Periodic(
+            self._prune_step,
+            interval=interval,
+            logger=logger,
+            failed="pruning failed, will try again",
+            at_once=False,
+            only_if=lambda: leader.is_leader,
+        )
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            if self._leader.is_leader:
-                try:
-                    await self.prune()
-                except TRANSIENT as error:
-                    logger.warning("pruning failed, will try again: %s", error)
+        """Prune every `interval` seconds (the first time after one), while leading."""
+        await self._loop.run()
+
+    async def _prune_step(self) -> None:
+        await self.prune()
 
     async def prune(self) -> tuple[int, int]:
         """Archive and delete until nothing is left, a batch at a time; the counts."""

@@ -10,7 +10,6 @@ of any schedule (at most `tick` seconds, to see new schedules).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -20,6 +19,7 @@ from shigoto.db import scheduling
 from shigoto.db.queries import Queries
 from shigoto.job import Job
 from shigoto.outcomes import ShigotoError
+from shigoto.runtime._component import Periodic
 from shigoto.runtime.leader import Leader
 from shigoto.runtime.retrying import TRANSIENT, Backoff
 from shigoto.schedules import ScheduleInfo, due
@@ -45,19 +45,22 @@ class Scheduler:
         self._leader = leader
         self._tick = tick
         self._pruned_at: datetime | None = None
+        self._loop = Periodic(
+            self._fire_step,
+            interval=tick,
+            logger=logger,
+            failed="scheduling failed",
+            only_if=lambda: leader.is_leader,
+            backoff=Backoff(),
+        )
 
     async def run(self) -> None:
-        backoff = Backoff()
-        while True:
-            wait = self._tick
-            if self._leader.is_leader:
-                try:
-                    wait = min(wait, await self.fire_due())
-                    backoff.reset()
-                except TRANSIENT as error:
-                    wait = backoff.next()
-                    logger.warning("scheduling failed, retrying in %.2fs: %s", wait, error)
-            await asyncio.sleep(max(wait, 0.01))
+        """A pass now, then one at the next moment due (every `tick` seconds at most)
+        while leading; with backoff while the database is away."""
+        await self._loop.run()
+
+    async def _fire_step(self) -> float:
+        return max(await self.fire_due(), 0.01)  # a moment just past: no busy loop
 
     async def fire_due(self) -> float:
         """One pass: fire what is due; returns the seconds until the next moment."""

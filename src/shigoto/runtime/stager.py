@@ -9,7 +9,6 @@ leader is needed and a dead node never stops the staging.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,7 +17,7 @@ from shigoto.db import execution
 from shigoto.db.operations import Operation
 from shigoto.db.queries import Queries
 from shigoto.features.batches import Batch
-from shigoto.runtime.retrying import TRANSIENT
+from shigoto.runtime._component import Periodic
 
 logger = logging.getLogger("shigoto.stager")
 
@@ -35,32 +34,27 @@ class Stager:
     ) -> None:
         self._db = db
         self._q = queries
-        self._interval = interval
         self._on_staged = on_staged
         self._on_batch_closed = on_batch_closed
-        self._poked = asyncio.Event()
+        self._loop = Periodic(
+            self.stage, interval=interval, logger=logger, failed="staging failed, retrying"
+        )
 
     def poke(self) -> None:
         """Run a pass now: jobs finished that others may wait on."""
-        self._poked.set()
+        self._loop.poke()
 
     async def run(self) -> None:
-        while True:
-            try:
-                staged: dict[str, int] = await self._db(execution.stage(self._q))
-                released = await self._db(execution.resolve_dependencies(self._q))
-                closed = await self._db(execution.finish_batches(self._q))
-            except TRANSIENT as error:
-                logger.warning("staging failed, retrying: %s", error)
-                staged, released, closed = {}, set(), []
-            for batch in closed:
-                self._on_batch_closed(batch)
-            for queue in {*staged, *released}:
-                self._on_staged(queue)
-            if sum(staged.values()) < execution.STAGE_BATCH:
-                try:
-                    async with asyncio.timeout(self._interval):
-                        await self._poked.wait()
-                except TimeoutError:
-                    pass
-            self._poked.clear()
+        """A pass now, then one every `interval` seconds or when poked."""
+        await self._loop.run()
+
+    async def stage(self) -> float | None:
+        """One pass; 0 (the next pass at once) when it staged a full batch."""
+        staged: dict[str, int] = await self._db(execution.stage(self._q))
+        released = await self._db(execution.resolve_dependencies(self._q))
+        closed = await self._db(execution.finish_batches(self._q))
+        for batch in closed:
+            self._on_batch_closed(batch)
+        for queue in {*staged, *released}:
+            self._on_staged(queue)
+        return 0.0 if sum(staged.values()) >= execution.STAGE_BATCH else None

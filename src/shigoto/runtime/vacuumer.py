@@ -16,15 +16,14 @@ leaves it to autovacuum; the node says so once.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from shigoto.db import store
 from shigoto.db.queries import Queries
+from shigoto.runtime._component import Finished, Periodic
 from shigoto.runtime.leader import Leader
-from shigoto.runtime.retrying import TRANSIENT
 
 logger = logging.getLogger("shigoto.vacuumer")
 
@@ -48,18 +47,23 @@ class Vacuumer:
         self._after = after
         self._interval = interval
         self.vacuums = 0  # how many this node ran
-        self._pause = interval
+        self._loop = Periodic(
+            self._tidy_step,
+            interval=interval,
+            logger=logger,
+            failed="vacuuming jobs failed, will try again",
+            at_once=False,
+            only_if=lambda: leader.is_leader,
+        )
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self._pause)
-            if not self._leader.is_leader:
-                continue
-            try:
-                if not await self.tidy():
-                    return
-            except TRANSIENT as error:
-                logger.warning("vacuuming jobs failed, will try again: %s", error)
+        """Look every `interval` seconds (the first time after one) while leading; for
+        good, once it turns out this role may not vacuum."""
+        await self._loop.run()
+
+    async def _tidy_step(self) -> None:
+        if not await self.tidy():
+            raise Finished
 
     async def tidy(self) -> bool:
         """Vacuum `jobs` if it holds too many dead rows; False if this role may not."""
@@ -76,5 +80,5 @@ class Vacuumer:
             logger.debug("vacuumed %s.jobs (%d dead rows)", self._q.schema, rows.dead)
         # An idle queue is looked at less often: an idle node's CPU is a cost too.
         quiet = rows.dead < threshold / 10
-        self._pause = self._interval * (QUIET_SLOWDOWN if quiet else 1)
+        self._loop.interval = self._interval * (QUIET_SLOWDOWN if quiet else 1)
         return True
