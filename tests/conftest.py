@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from shigoto import Shigoto
+from shigoto import Event, Job, JobState, Shigoto
 from shigoto.db.embedded import embedded_dsn
 from shigoto.db.migrator import all_migrations
 from tests.nodeapp import LEDGER, ledger_table
@@ -148,6 +148,69 @@ async def wait_until(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
         await asyncio.sleep(every)
+
+
+async def state_of(app: Shigoto, job_id: int) -> JobState | None:
+    """The job's state now; None if there is no such job."""
+    job = await app.get_job(job_id)
+    return None if job is None else job.state
+
+
+async def final(app: Shigoto, job_id: int, timeout: float = 10.0) -> Job:
+    """The job once it is in a final state; fail after `timeout` seconds."""
+
+    async def finished() -> Job | None:
+        job = await app.get_job(job_id)
+        return job if job is not None and job.state.is_final else None
+
+    return await wait_until(finished, timeout=timeout)  # type: ignore[return-value]
+
+
+class Seen:
+    """Every event the app publishes (or those matching `pattern`), and a way to wait for
+    one, instead of sleeping and hoping:
+
+        seen = Seen(app, "job.*")
+        await seen.until(lambda: seen.named("job.completed"))
+
+    A subscriber on an outcome's event makes the node wait for the outcome's write before
+    it publishes (the path hooks take); subscribe narrowly where a test is about the path
+    taken when nobody listens."""
+
+    def __init__(self, app: Shigoto, pattern: str = "*") -> None:
+        self.events: list[Event] = []
+        self._changed = asyncio.Event()
+        app.bus.subscribe(pattern, self._add)
+
+    def _add(self, event: Event) -> None:
+        self.events.append(event)
+        self._changed.set()
+
+    def of(self, job_id: int) -> list[Event]:
+        return [e for e in self.events if e.job_id == job_id]
+
+    def named(self, name: str, **fields: object) -> list[Event]:
+        """The events called `name` whose attributes (job_id, queue, node, ...) equal
+        `fields`."""
+        return [
+            e
+            for e in self.events
+            if e.name == name and all(getattr(e, k) == v for k, v in fields.items())
+        ]
+
+    async def until(self, condition: Callable[[], object], timeout: float = 20.0) -> None:
+        """Return once `condition()` is true, checked after each event; fail after
+        `timeout` seconds."""
+        try:
+            async with asyncio.timeout(timeout):
+                while not condition():
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            names = [e.name for e in self.events[-10:]]
+            raise AssertionError(
+                f"condition not met within {timeout}s; last events: {names}"
+            ) from None
 
 
 @pytest.fixture

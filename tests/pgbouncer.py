@@ -1,6 +1,6 @@
 """Run tests through PgBouncer in transaction pooling mode, then prove it kept no session state.
 
-    python -m tests.pgbouncer tests/test_runtime.py tests/test_admin.py -q   # pytest's arguments
+    python -m tests.pgbouncer tests/test_producer.py tests/test_admin.py -q   # pytest's arguments
 
 Starts PgBouncer (Debian's `pgbouncer` package) on a free port in front of the tests'
 database (the embedded PostgreSQL, or `SHIGOTO_TEST_DSN`), with trust auth and a config of

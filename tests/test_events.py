@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -25,34 +24,9 @@ from shigoto import (
 )
 from shigoto.events import EVENT_NAMES, EventBus
 from shigoto.schedules import Every
-from tests.conftest import FAST, app_settings, start_node, wait_until
+from tests.conftest import FAST, Seen, app_settings, start_node, wait_until
 
 OUTCOMES = {"job.completed", "job.discarded", "job.cancelled"}
-
-
-class Seen:
-    """Every event the app publishes, and a way to wait for one."""
-
-    def __init__(self, app: Shigoto, pattern: str = "*") -> None:
-        self.events: list[Event] = []
-        self._changed = asyncio.Event()
-        app.bus.subscribe(pattern, self._add)
-
-    def _add(self, event: Event) -> None:
-        self.events.append(event)
-        self._changed.set()
-
-    def of(self, job_id: int) -> list[Event]:
-        return [e for e in self.events if e.job_id == job_id]
-
-    def named(self, name: str) -> list[Event]:
-        return [e for e in self.events if e.name == name]
-
-    async def until(self, condition: Callable[[], object], timeout: float = 20.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not condition():
-                self._changed.clear()
-                await self._changed.wait()
 
 
 def _workers(app: Shigoto) -> dict[str, int]:
