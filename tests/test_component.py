@@ -256,7 +256,7 @@ async def test_a_leader_that_cannot_reach_the_database_says_so_and_keeps_trying(
     """A real component against a real fault: nothing listens on port 9."""
     caplog.set_level(logging.WARNING, logger="shigoto.leader")
     app = Shigoto(dsn="postgresql://postgres@127.0.0.1:9/nowhere", connect_timeout=0.2)
-    leader = Leader(app._run, app.queries, "n", role="leader", lease=0.3)
+    leader = Leader(app.database.run, app.queries, "n", role="leader", lease=0.3)
     task = asyncio.create_task(leader.run())
 
     async def failed_twice() -> bool:

@@ -450,13 +450,13 @@ async def test_outcomes_wait_while_the_database_refuses_every_write(app: Shigoto
 
     async def db(operation: Any) -> Any:
         tries.append("read-only" if refuse else "writable")
-        return await (refusing if refuse else app)._run(operation)
+        return await (refusing if refuse else app).database.run(operation)
 
     refuse = True
-    await app._run(execution.register_node(app.queries, "n1", {"default": 1}, {}))
+    await app.database.run(execution.register_node(app.queries, "n1", {"default": 1}, {}))
     job = await app.insert(JobSpec.build("anything"))
     claim = execution.claim(app.queries, queue="default", limit=1, node="n1", fresh_for=30)
-    [claimed] = await app._run(claim)
+    [claimed] = await app.database.run(claim)
     acker = Acker(db, app.queries, "n1")
     writer = asyncio.create_task(acker.run())
     try:

@@ -52,15 +52,17 @@ async def test_a_node_never_rescues_its_own_jobs(app: Shigoto, db, schema) -> No
     async def held() -> None: ...
 
     job = await held.enqueue()
-    await app._run(execution.register_node(app.queries, "me", {"default": 1}, {}))
-    await app._run(execution.claim(app.queries, queue="default", limit=1, node="me", fresh_for=60))
+    await app.database.run(execution.register_node(app.queries, "me", {"default": 1}, {}))
+    await app.database.run(
+        execution.claim(app.queries, queue="default", limit=1, node="me", fresh_for=60)
+    )
     nodes = sql.Identifier(schema, "nodes")
     await db.execute(
         sql.SQL("UPDATE {} SET heartbeat_at = now() - interval '1 hour'").format(nodes)
     )
-    assert await app._run(execution.rescue(app.queries, node="me", node_timeout=60)) == []
+    assert await app.database.run(execution.rescue(app.queries, node="me", node_timeout=60)) == []
     assert await state_of(app, job.id) is JobState.EXECUTING
-    rescued = await app._run(execution.rescue(app.queries, node="other", node_timeout=60))
+    rescued = await app.database.run(execution.rescue(app.queries, node="other", node_timeout=60))
     assert [j.id for j in rescued] == [job.id]
     assert rescued[0].state is JobState.AVAILABLE
     assert rescued[0].errors[-1]["error"] == "NodeLost"
@@ -156,17 +158,17 @@ async def test_a_node_with_a_stale_heartbeat_claims_nothing(app: Shigoto, db, sc
     async def waiting() -> None: ...
 
     job = await waiting.enqueue()
-    await app._run(execution.register_node(app.queries, "late", {"default": 1}, {}))
+    await app.database.run(execution.register_node(app.queries, "late", {"default": 1}, {}))
     nodes = sql.Identifier(schema, "nodes")
     await db.execute(
         sql.SQL("UPDATE {} SET heartbeat_at = now() - interval '1 minute'").format(nodes)
     )
     claim = execution.claim(app.queries, queue="default", limit=1, node="late", fresh_for=30)
-    assert await app._run(claim) == []
+    assert await app.database.run(claim) == []
     assert await state_of(app, job.id) is JobState.AVAILABLE
-    await app._run(execution.heartbeat(app.queries, "late", {"default": 1}))
+    await app.database.run(execution.heartbeat(app.queries, "late", {"default": 1}))
     claim = execution.claim(app.queries, queue="default", limit=1, node="late", fresh_for=30)
-    assert [j.id for j in await app._run(claim)] == [job.id]
+    assert [j.id for j in await app.database.run(claim)] == [job.id]
 
 
 async def test_the_audit_does_not_cut_short_a_finished_jobs_hooks(fast_app: Shigoto) -> None:

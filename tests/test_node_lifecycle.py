@@ -59,7 +59,7 @@ async def test_a_stop_gives_back_claimed_jobs_the_node_never_started(
     claim = execution.claim(
         fast_app.queries, queue="elsewhere", limit=1, node=fast_app.node.id, fresh_for=60
     )
-    assert [j.id for j in await fast_app._run(claim)] == [job.id]
+    assert [j.id for j in await fast_app.database.run(claim)] == [job.id]
     with caplog.at_level(logging.WARNING, logger="shigoto.node"):
         await fast_app.stop()
     returned = await fast_app.get_job(job.id)

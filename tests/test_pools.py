@@ -78,7 +78,7 @@ async def test_the_spare_goes_back_through_the_pool_now_and_then(
 ) -> None:
     monkeypatch.setattr(pools, "SPARE_FOR", 0.2)
     await _one_statement(app)
-    pool = await app._get_pool()
+    pool = await app.database.pool()
     requests = pool.get_stats()["requests_num"]
     for _ in range(20):
         await _one_statement(app)

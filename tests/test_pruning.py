@@ -197,9 +197,9 @@ async def test_a_role_that_may_not_vacuum_leaves_it_to_autovacuum(
         )
         guest_dsn = psycopg.conninfo.make_conninfo(dsn, options=f"-c role={role}")
         app = Shigoto(dsn=guest_dsn, schema=schema, vacuum_after=0)
-        leader = Leader(owner._run, owner.queries, "n", role="leader", lease=60)
+        leader = Leader(owner.database.run, owner.queries, "n", role="leader", lease=60)
         assert await leader.campaign()
-        vacuumer = Vacuumer(app._run, app.queries, leader, after=0, interval=0.01)
+        vacuumer = Vacuumer(app.database.run, app.queries, leader, after=0, interval=0.01)
         with caplog.at_level(logging.INFO, logger="shigoto.vacuumer"):
             assert await vacuumer.tidy() is False
             # The leader's loop says so once and ends, rather than look again forever.

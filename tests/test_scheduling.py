@@ -133,9 +133,9 @@ async def _db_now(db) -> datetime:
 
 async def _leading_scheduler(app: Shigoto, node: str = "test-node") -> Scheduler:
     """A scheduler whose leader holds the lease (the lease is taken from an absent node)."""
-    leader = Leader(app._run, app.queries, node, role="leader", lease=30)
+    leader = Leader(app.database.run, app.queries, node, role="leader", lease=30)
     await leader.campaign()
-    return Scheduler(app._run, app.queries, leader)
+    return Scheduler(app.database.run, app.queries, leader)
 
 
 async def test_two_leaders_at_once_still_fire_each_moment_once(app: Shigoto, db, schema) -> None:
@@ -145,13 +145,13 @@ async def test_two_leaders_at_once_still_fire_each_moment_once(app: Shigoto, db,
             sql.Identifier(schema, "schedules")
         )
     )
-    _, [entry] = await app._run(scheduling.list_all(app.queries))
+    _, [entry] = await app.database.run(scheduling.list_all(app.queries))
     now = await _db_now(db)
     moments = list(entry.schedule.between(now - timedelta(seconds=30), now))
     # Both "leaders" try the same moments at the same time, on two connections.
     results = await asyncio.gather(
         *(
-            app._run(
+            app.database.run(
                 scheduling.fire(app.queries, entry, moments, last=now, next_at=None),
                 transaction=True,
             )

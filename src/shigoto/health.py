@@ -21,7 +21,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from psycopg_pool.base import BasePool
 
@@ -32,8 +32,9 @@ from shigoto.db.health import StaleJobs
 from shigoto.outcomes import PoolExhausted
 
 if TYPE_CHECKING:
-    from shigoto.app import Shigoto, SyncShigoto
+    from shigoto.app import Shigoto
     from shigoto.runtime.node import Node
+    from shigoto.sync import SyncShigoto
 
 HealthStatus = Literal["ok", "degraded", "unhealthy"]
 EXTRA_TIME = 2.0  # seconds a check may take beyond connect_timeout (its two statements)
@@ -137,7 +138,7 @@ async def check_health(app: Shigoto, *, timeout: float | None = None) -> Health:
     error: BaseException | None = None
     try:
         async with asyncio.timeout(limit):
-            found = await app._run(operation)
+            found = await app.database.run(operation)
     except Exception as failure:  # a check reports, never raises
         error = failure
     return _assemble(app, found, error)
@@ -145,12 +146,12 @@ async def check_health(app: Shigoto, *, timeout: float | None = None) -> Health:
 
 def check_health_sync(facade: SyncShigoto) -> Health:
     """`app.sync.health()`: `check_health` for code that is not async."""
-    app = facade.app
+    app = cast("Shigoto", facade.app)  # a facade is always its app's `app.sync`
     operation = queries.snapshot(app.queries, node_timeout=app.config.node_timeout)
     found: tuple[Status, StaleJobs] | None = None
     error: BaseException | None = None
     try:
-        found = facade._run(operation)
+        found = facade.database.run(operation)
     except Exception as failure:  # a check reports, never raises
         error = failure
     return _assemble(app, found, error)
@@ -237,10 +238,10 @@ def _node_problems(app: Shigoto, node: NodeHealth) -> list[str]:
 
 def _pools(app: Shigoto) -> dict[str, PoolHealth]:
     pools: dict[str, PoolHealth] = {}
-    if app._pool is not None:
-        pools["app"] = PoolHealth.of(app._pool)
-    if app.sync._pool is not None:
-        pools["sync"] = PoolHealth.of(app.sync._pool)
+    if app.database.opened_pool is not None:
+        pools["app"] = PoolHealth.of(app.database.opened_pool)
+    if app.sync.database.opened_pool is not None:
+        pools["sync"] = PoolHealth.of(app.sync.database.opened_pool)
     node = _running_node(app)
     if node is not None and node._pool is not None:
         pools["node"] = PoolHealth.of(node._pool)

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shigoto import _validate as check
+from shigoto.commands import Intercept
 from shigoto.db import execution, faults
 from shigoto.events import batch_event, job_event
 from shigoto.job import Job, JobSpec, JobState, job_states
@@ -76,28 +77,30 @@ async def drain_queue(app: Shigoto, queue: str, *, with_scheduled: bool = False)
     q = app.queries
     node_id = f"drain-{new_node_id()}"
     # A node row, so that a running node's lifeline does not take these jobs for orphans.
-    await app._run(execution.register_node(q, node_id, {queue: 1}, {"drain": True}))
+    await app.database.run(execution.register_node(q, node_id, {queue: 1}, {"drain": True}))
     executor = _executor(app, node_id)
     finisher = Finisher(app.bus, node_id, on_discard=executor.on_discard)
-    acker = Acker(app._run, q, node_id, bus=app.bus)
+    acker = Acker(app.database.run, q, node_id, bus=app.bus)
     outlet = _Drained(acker)
     bus = app.bus
     counts: Counter[str] = Counter()
     runs: Counter[int] = Counter()
 
     async def results(ids: list[int]) -> dict[int, object]:
-        found: dict[int, object] = await app._run(execution.results_of(q, ids))
+        found: dict[int, object] = await app.database.run(execution.results_of(q, ids))
         return found
 
     try:
         while True:
-            await app._run(execution.stage(q, queue=queue, everything=with_scheduled))
-            await app._run(execution.resolve_dependencies(q))  # release waiting jobs
-            closed = await app._run(execution.finish_batches(q))  # and insert batch callbacks
+            await app.database.run(execution.stage(q, queue=queue, everything=with_scheduled))
+            await app.database.run(execution.resolve_dependencies(q))  # release waiting jobs
+            closed = await app.database.run(
+                execution.finish_batches(q)
+            )  # and insert batch callbacks
             if bus.wants("batch.completed"):
                 for batch in closed:
                     bus.publish(batch_event(batch, node_id))
-            claimed = await app._run(
+            claimed = await app.database.run(
                 execution.claim(
                     q, queue=queue, limit=1, node=node_id, fresh_for=app.config.claim_window
                 )
@@ -123,10 +126,10 @@ async def drain_queue(app: Shigoto, queue: str, *, with_scheduled: bool = False)
             await acker.drain()
             await bus.settle()  # the hooks and async handlers have heard of it
             counts[_outcome_name(outlet.written(ack))] += 1
-            await app._run(execution.heartbeat(q, node_id, {queue: 1}))
+            await app.database.run(execution.heartbeat(q, node_id, {queue: 1}))
     finally:
         executor.close()
-        await app._run(execution.remove_node(q, node_id))
+        await app.database.run(execution.remove_node(q, node_id))
     return {name: counts[name] for name in _OUTCOMES}
 
 
@@ -311,7 +314,7 @@ def _describe(filters: Mapping[str, Any]) -> str:
 @contextmanager
 def inline(app: Shigoto) -> Iterator[None]:
     """Within the block, inserting a job runs it at once instead (no database row)."""
-    with _mode(app, "inline"):
+    with _mode(app, _InlineMode(app)):
         yield
 
 
@@ -319,19 +322,46 @@ def inline(app: Shigoto) -> Iterator[None]:
 def manual(app: Shigoto) -> Iterator[Recorder]:
     """Within the block, inserts are recorded (not written, not run): assert on them."""
     recorder = Recorder()
-    with _mode(app, recorder):
+    with _mode(app, _ManualMode(recorder)):
         yield recorder
 
 
+class _InlineMode:
+    """Inline mode's hold on inserts: each job runs at once."""
+
+    def __init__(self, app: Shigoto) -> None:
+        self._app = app
+
+    async def insert(self, specs: list[JobSpec]) -> list[Job]:
+        return [await run_inline(self._app, spec) for spec in specs]
+
+    def insert_sync(self, specs: list[JobSpec]) -> list[Job]:
+        return [run_inline_sync(self._app, spec) for spec in specs]
+
+
+class _ManualMode:
+    """Manual mode's hold on inserts: each job is recorded."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self._recorder = recorder
+
+    async def insert(self, specs: list[JobSpec]) -> list[Job]:
+        return self.insert_sync(specs)
+
+    def insert_sync(self, specs: list[JobSpec]) -> list[Job]:
+        return [self._recorder.record(spec) for spec in specs]
+
+
 @contextmanager
-def _mode(app: Shigoto, mode: str | Recorder) -> Iterator[None]:
-    if app._testing is not None:
+def _mode(app: Shigoto, hold: Intercept) -> Iterator[None]:
+    commands = app.commands
+    if commands.intercept is not None:
         raise ConfigurationError("testing: a testing mode is already active for this app")
-    app._testing = mode
+    commands.intercept = hold
     try:
         yield
     finally:
-        app._testing = None
+        commands.intercept = None
 
 
 def run_inline_sync(app: Shigoto, spec: JobSpec) -> Job:

@@ -338,6 +338,17 @@ class WorkerRegistry:
         except KeyError:
             raise UnknownWorkerError(name) from None
 
+    def decorate(self, app: Shigoto, target: Any, options: Mapping[str, Any]) -> Any:
+        """`app.worker`: register `target` (a function or a `Worker` subclass), or, with
+        no target, return the decorator that does."""
+
+        def register(obj: Any) -> Any:
+            if isinstance(obj, type):
+                return self.register_class(app, obj, options)
+            return self.register_function(app, obj, options)
+
+        return register if target is None else register(target)
+
     def register_function(
         self, app: Shigoto, func: Callable[..., Any], options: Mapping[str, Any]
     ) -> FunctionWorker:

@@ -7,7 +7,7 @@ connection cannot make a live node look dead, so its jobs are not rescued while 
 It stops only when the database does not answer, which is what a heartbeat is meant to
 tell the other nodes.
 
-    heart = Heartbeat(connect=app._connect_heartbeat, queries=q, node_id=node, ...)
+    heart = Heartbeat(connect=database.connect_heartbeat, queries=q, node_id=node, ...)
     heart.start()           # on the event loop: news is reported there
     heart.silence           # seconds since the database last answered a heartbeat
     heart.stop()            # blocks up to `timeout`: call it from a thread

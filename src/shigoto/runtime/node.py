@@ -118,18 +118,18 @@ class Node:
         meta = {"version": __version__}
         # The runtime's statements have connections of their own: jobs holding every
         # connection of the app's pool (app.connection()) never hold up a claim or an ack.
-        self._pool = await self.app._open_pool(
+        self._pool = await self.app.database.open_pool(
             "shigoto-node", 1, len(self.queues) + NODE_STATEMENTS
         )
         try:
             # Registered before anything is claimed: rescue trusts the nodes table.
             await self._db(execution.register_node(q, self.id, self.queues, meta))
-            await self.app._declare_schedules()
+            await self._db(self.app.commands.declare_schedules())
         except BaseException:
             await self._close_pool()
             raise
         self._heart = Heartbeat(
-            connect=self.app._connect_heartbeat,
+            connect=self.app.database.connect_heartbeat,
             queries=q,
             node_id=self.id,
             queues=self._limits,
@@ -356,6 +356,15 @@ class Node:
             self.queues[name] = limit
             self.producers[name].scale(limit)
 
+    async def change_queue(self, name: str, limit: int | None) -> None:
+        """Work `name` with `limit` concurrent jobs, or (None) stop working it."""
+        if limit is None:
+            await self.remove_queue(name)
+        elif name in self.producers:
+            self.scale_queue(name, limit)
+        else:
+            self.add_queue(name, limit)
+
     async def remove_queue(self, name: str) -> None:
         producer = self.producers.pop(name, None)
         self.queues.pop(name, None)
@@ -522,7 +531,7 @@ class Node:
 
     async def _db(self, operation: Operation[Any], *, transaction: bool = False) -> Any:
         assert self._pool is not None, "the node's statements run between start and stop"
-        return await self.app._run_in(self._pool, operation, transaction=transaction)
+        return await self.app.database.run_in(self._pool, operation, transaction=transaction)
 
     async def _close_pool(self, timeout: float = 1.0) -> None:
         pool, self._pool = self._pool, None
@@ -539,7 +548,7 @@ class Node:
         return self.config.poll_interval * heaviest / weights.get(queue, 1)
 
     async def _listen_connection(self) -> psycopg.AsyncConnection[Any]:
-        return await self.app._connect_listener()
+        return await self.app.database.connect_listener()
 
     def _spawn(
         self,

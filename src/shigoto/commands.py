@@ -1,0 +1,448 @@
+"""Commands: each call of the API, its input checked, as the `Operation` that does it.
+
+The async app and the sync facade share one `Commands`, so that both check the same way,
+send the same statements and publish the same events; each only runs the operation on
+its own connections:
+
+    commands = Commands(config, workers, queries, bus)
+    job = await database.run(commands.get_job(42))        # Shigoto.get_job
+    job = sync_database.run(commands.get_job(42))         # SyncShigoto.get_job
+    return commands.cancelled(job_id, done)               # publishes job.cancelled if done
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from shigoto import _validate as check
+from shigoto import events
+from shigoto.admin import CANCELLABLE_STATES, RETRYABLE_STATES, JobFilter, JobPage, Status
+from shigoto.config import Config
+from shigoto.db import migrator, scheduling, store
+from shigoto.db.operations import Operation
+from shigoto.db.queries import Queries
+from shigoto.events import EventBus
+from shigoto.features.batches import Batch
+from shigoto.job import FINAL_STATES, Job, JobSpec, JobState
+from shigoto.outcomes import ConfigurationError, InvalidJobError, InvalidScheduleError
+from shigoto.schedules import Cron, Schedule, ScheduleInfo, catch_up_policy
+from shigoto.worker import WorkerRegistry
+
+logger = logging.getLogger("shigoto.app")
+
+MAX_PAGE = 1000
+
+
+class Intercept(Protocol):
+    """What a testing mode (`shigoto.testing.inline` or `manual`) makes of inserted jobs
+    instead of rows: the jobs it ran or recorded."""
+
+    async def insert(self, specs: list[JobSpec]) -> list[Job]: ...
+
+    def insert_sync(self, specs: list[JobSpec]) -> list[Job]: ...
+
+
+def needs_transaction(specs: Iterable[JobSpec]) -> bool:
+    """Whether inserting `specs` together takes one transaction: a unique job (its key's
+    lock lasts the transaction) or one depending on a job of the same call (linked after
+    the insert)."""
+    return any(
+        spec.unique is not None or any(not isinstance(d, int) for d in spec.depends_on)
+        for spec in specs
+    )
+
+
+def _spec(spec: object) -> JobSpec:
+    if not isinstance(spec, JobSpec):
+        raise InvalidJobError(
+            "spec", f"expected a JobSpec (from Worker.new), got {type(spec).__name__}"
+        )
+    return spec
+
+
+class Commands:
+    """Validate the input of each API call and build its `Operation`.
+
+    `intercept` is set while a testing mode holds inserts (see `shigoto.testing`).
+    """
+
+    def __init__(
+        self, config: Config, workers: WorkerRegistry, queries: Queries, bus: EventBus
+    ) -> None:
+        self.config = config
+        self.workers = workers
+        self.queries = queries
+        self.bus = bus
+        self.intercept: Intercept | None = None
+
+    # -- jobs to insert ----------------------------------------------------------------------
+
+    def new_job(
+        self, worker: str, args: Mapping[str, Any] | None = None, **options: Any
+    ) -> JobSpec:
+        """A `JobSpec` for the worker registered under `worker`; raises `UnknownWorkerError`."""
+        return self.workers.get(check.worker_name(worker)).new(args, **options)
+
+    def job(self, spec: object) -> JobSpec:
+        """A spec about to be inserted as a job: a `JobSpec` whose args its function worker,
+        if this app registers one by that name, can be called with."""
+        spec = _spec(spec)
+        self.workers.check_args(spec.worker, spec.args)
+        return spec
+
+    def insert(self, spec: JobSpec) -> Operation[Job]:
+        return store.insert(self.queries, spec)
+
+    def insert_all(self, specs: Sequence[JobSpec]) -> Operation[list[Job]]:
+        return store.insert_all(self.queries, [_spec(spec) for spec in specs])
+
+    def many(
+        self, template: object, args: Iterable[Mapping[str, Any]]
+    ) -> tuple[JobSpec, list[dict[str, Any]]]:
+        """insert_many's input, checked: the template, and each job's args (over its own)."""
+        template = _spec(template)
+        if isinstance(args, Mapping) or not isinstance(args, Iterable):
+            raise InvalidJobError("args", "expected a list of JSON objects, one per job")
+        each = [check.json_object(item, f"args[{i}]") for i, item in enumerate(args)]
+        if template.args:
+            each = [{**template.args, **item} for item in each]
+        if template.worker in self.workers.signatures:
+            for i, item in enumerate(each):
+                self.workers.check_args(template.worker, item, f"args[{i}]")
+        return template, each
+
+    @staticmethod
+    def one_by_one(template: JobSpec) -> bool:
+        """Whether insert_many takes insert_all's way: unique keys and dependencies (a key
+        per job, links)."""
+        return template.unique is not None or bool(template.depends_on)
+
+    @staticmethod
+    def specs_of(template: JobSpec, each: list[dict[str, Any]]) -> list[JobSpec]:
+        return [dataclasses.replace(template, args=item) for item in each]
+
+    def insert_many(self, template: JobSpec, each: list[dict[str, Any]]) -> Operation[list[int]]:
+        return store.insert_many(self.queries, template, each)
+
+    # Events of what a command did, published once it is done (after its transaction, if it
+    # has one of its own); each returns what it is given.
+
+    def inserted(self, jobs: list[Job]) -> list[Job]:
+        if self.bus.wants("job.inserted"):
+            for job in jobs:
+                self.bus.publish(events.job_event("job.inserted", job))
+        return jobs
+
+    def inserted_many(self, template: JobSpec, ids: list[int]) -> list[int]:
+        if self.bus.wants("job.inserted"):
+            for job_id in ids:
+                self.bus.emit(
+                    "job.inserted",
+                    job_id=job_id,
+                    worker=template.worker,
+                    queue=template.queue,
+                    attempt=0,
+                    priority=template.priority,
+                )
+        return ids
+
+    def cancelled(self, job_id: int, done: bool) -> bool:
+        if done:
+            self.bus.emit("job.cancelled", job_id=job_id, data={"by": "cancel"})
+        return done
+
+    def queue_paused(self, queue: str, paused: bool) -> None:
+        self.bus.emit("queue.paused" if paused else "queue.resumed", queue=queue)
+
+    def batch(
+        self,
+        specs: Iterable[JobSpec],
+        on_complete: Any,
+        on_discard: Any,
+        meta: Mapping[str, Any] | None,
+    ) -> Operation[Batch]:
+        """The batch's insert (run it in a transaction)."""
+        checked = [self.job(spec) for spec in specs]
+        if not checked:
+            raise InvalidJobError("specs", "a batch needs at least one job")
+        return store.insert_batch(
+            self.queries,
+            checked,
+            meta=check.json_object({} if meta is None else meta, "meta"),
+            on_complete=self._callback(on_complete, "on_complete"),
+            on_discard=self._callback(on_discard, "on_discard"),
+        )
+
+    def _spec_for(
+        self,
+        worker: Any,
+        args: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> JobSpec | None:
+        """A job for `worker` — a registered worker (its defaults apply) or any worker
+        name (another service may run it) — or None if `worker` is neither."""
+        if isinstance(worker, str) and worker not in self.workers:
+            return JobSpec.build(worker, args, **(options or {}))
+        name = worker if isinstance(worker, str) else getattr(worker, "name", None)
+        if not isinstance(name, str) or name not in self.workers:
+            return None
+        return self.workers.get(name).new(args, **(options or {}))
+
+    def _callback(self, worker: Any, field: str) -> dict[str, Any] | None:
+        """A batch callback as stored: the worker's name and its job defaults."""
+        if worker is None:
+            return None
+        spec = self._spec_for(worker)
+        if spec is None:
+            raise InvalidJobError(field, f"expected a worker or a worker name, got {worker!r}")
+        return {
+            "worker": spec.worker,
+            "queue": spec.queue,
+            "priority": spec.priority,
+            "max_attempts": spec.max_attempts,
+            "tags": spec.tags,
+        }
+
+    # -- schema --------------------------------------------------------------------------------
+
+    def migrate(self) -> Operation[list[str]]:
+        """Apply the pending migrations (run it in a transaction); their names."""
+        done = yield from migrator.migrate(self.queries)
+        return [f"{m.version:04d}_{m.name}" for m in done]
+
+    def migration_sql(self) -> Operation[str]:
+        todo = yield from migrator.pending(self.queries)
+        return migrator.dry_run_script(self.queries, todo)
+
+    # -- one job ---------------------------------------------------------------------------
+
+    def get_job(self, job_id: int) -> Operation[Job | None]:
+        return store.get_job(self.queries, check.job_id(job_id))
+
+    def cancel(self, job_id: int) -> Operation[bool]:
+        return store.cancel(self.queries, check.job_id(job_id))
+
+    def retry(self, job_id: int) -> Operation[bool]:
+        return store.retry(self.queries, check.job_id(job_id))
+
+    def delete(self, job_id: int) -> Operation[bool]:
+        return store.delete(self.queries, check.job_id(job_id))
+
+    def pause_job(self, job_id: int) -> Operation[bool]:
+        return store.pause_job(self.queries, check.job_id(job_id))
+
+    def resume_job(self, job_id: int) -> Operation[bool]:
+        return store.resume_job(self.queries, check.job_id(job_id))
+
+    def is_job_paused(self, job_id: int) -> Operation[bool]:
+        job = yield from store.get_job(self.queries, check.job_id(job_id))
+        return job is not None and job.state is JobState.PAUSED
+
+    def get_batch(self, batch_id: int) -> Operation[Batch | None]:
+        return store.get_batch(self.queries, check.job_id(batch_id, "batch_id"))
+
+    # -- many jobs -------------------------------------------------------------------------
+
+    def list_jobs(
+        self,
+        *,
+        state: JobState | str | Iterable[JobState | str] | None,
+        queue: str | Iterable[str] | None,
+        worker: str | Iterable[str] | None,
+        tags: Iterable[str] | None,
+        since: datetime | None,
+        until: datetime | None,
+        limit: int,
+        after: int | None,
+    ) -> Operation[JobPage]:
+        check.integer(limit, "limit", (1, MAX_PAGE))
+        if after is not None:
+            check.integer(after, "after", (1, 2**63 - 1))
+        where = JobFilter.build(
+            state=state, queue=queue, worker=worker, tags=tags, since=since, until=until
+        )
+        return store.list_jobs(self.queries, where, limit=limit, after=after)
+
+    @staticmethod
+    def _bulk_filter(
+        where: dict[str, Any], allowed: Sequence[JobState], default: Sequence[JobState]
+    ) -> JobFilter:
+        states = where.pop("states", None)
+        filter_ = JobFilter.build(state=states, **where)
+        if filter_.is_empty():
+            raise InvalidJobError(
+                "filter", "give at least one of queue, worker, tags, states, since or until"
+            )
+        return filter_.only_states(allowed, default)
+
+    def cancel_by(self, **where: Any) -> Operation[int]:
+        """`where`: queue, worker, tags, states, since, until (see `Shigoto.cancel_by`)."""
+        default = [s for s in CANCELLABLE_STATES if s is not JobState.EXECUTING]
+        return store.cancel_by(self.queries, self._bulk_filter(where, CANCELLABLE_STATES, default))
+
+    def retry_by(self, **where: Any) -> Operation[int]:
+        default = [JobState.DISCARDED, JobState.CANCELLED]
+        return store.retry_by(self.queries, self._bulk_filter(where, RETRYABLE_STATES, default))
+
+    def delete_by(self, **where: Any) -> Operation[int]:
+        deletable = [s for s in JobState if s is not JobState.EXECUTING]
+        finished = [s for s in JobState if s in FINAL_STATES]
+        return store.delete_by(self.queries, self._bulk_filter(where, deletable, finished))
+
+    def delete_finished(
+        self, older_than: float | timedelta, queue: str | Iterable[str] | None
+    ) -> Operation[int]:
+        age = timedelta(seconds=check.seconds(older_than, "older_than"))
+        queues = JobFilter.build(queue=queue).queues
+        return store.delete_finished(self.queries, age, queues)
+
+    def status(self) -> Operation[Status]:
+        return store.status(self.queries)
+
+    def prune(self, dry_run: bool) -> Operation[tuple[int, int]]:
+        if self.config.prune_after is None:
+            raise ConfigurationError("prune: pruning is off (prune_after=None)")
+        after, retention = self.config.prune_after, self.config.archive_retention
+        if dry_run:
+            return store.prune_preview(self.queries, prune_after=after, retention=retention)
+        return store.prune(self.queries, prune_after=after, retention=retention)
+
+    # -- queues ----------------------------------------------------------------------------
+
+    def pause_queue(self, queue: str, paused: bool = True) -> Operation[None]:
+        return store.set_queue_paused(self.queries, check.queue(queue), paused)
+
+    def is_queue_paused(self, queue: str) -> Operation[bool]:
+        name = check.queue(queue)
+        return name in (yield from store.paused_queues(self.queries))
+
+    def queue_change(self, name: str, limit: int | None) -> None:
+        """Check a change of a queue's limit (None: stop working it)."""
+        check.queue(name)
+        if limit is not None:
+            check.integer(limit, "limit", (1, 10_000))
+
+    def queue_signal(self, name: str, limit: int | None) -> Operation[None]:
+        """Tell every node to work `name` with `limit` (None: to stop working it)."""
+        if not self.config.listens:
+            raise ConfigurationError(
+                "everywhere: needs the notifier (LISTEN/NOTIFY); it is turned off, or "
+                "prepared statements are off and there is no listen_dsn"
+            )
+        return store.signal(self.queries, {"action": "queue", "queue": name, "limit": limit})
+
+    def emit(
+        self, job_id: int | None, name: str, data: Mapping[str, Any] | None
+    ) -> Operation[None] | None:
+        """Publish the custom event `custom.<name>` here, now; the operation that sends it
+        to every node, or None where nodes do not listen."""
+        message = events.custom_message(self.bus.origin, job_id, name, data)
+        event = events.custom_event(message)
+        assert event is not None
+        if self.bus.wants(event.name):
+            self.bus.publish(event)
+        return store.signal(self.queries, message) if self.config.listens else None
+
+    # -- schedules -------------------------------------------------------------------------
+
+    def schedule(
+        self,
+        name: str,
+        schedule: Schedule | str,
+        worker: Any,
+        args: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> Operation[ScheduleInfo]:
+        return scheduling.save(
+            self.queries, self.schedule_entry(name, schedule, worker, args, options)
+        )
+
+    def unschedule(self, name: str) -> Operation[bool]:
+        return scheduling.delete(self.queries, name)
+
+    def schedules(self) -> Operation[list[ScheduleInfo]]:
+        _, entries = yield from scheduling.list_all(self.queries)
+        return entries
+
+    def schedule_entry(
+        self,
+        name: str,
+        schedule: Schedule | str,
+        worker: Any,
+        args: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> ScheduleInfo:
+        """A checked schedule: the worker's job defaults resolved now, so the leader can
+        fire it whatever workers its own process registered."""
+        name = check.text(name, "name", max_length=255)
+        if isinstance(schedule, str):
+            schedule = Cron(schedule)
+        if not isinstance(schedule, Schedule):
+            raise InvalidScheduleError(
+                f"schedule: expected a cron expression or a Cron/Every/Daily/Weekly, "
+                f"got {schedule!r}"
+            )
+        job_options = dict(options or {})
+        policy, window = catch_up_policy(job_options.pop("catch_up", 3600.0))
+        spec = self._spec_for(worker, args, job_options)
+        if spec is None:
+            raise ConfigurationError(
+                f"schedule {name!r}: expected a registered worker or a worker name, got {worker!r}"
+            )
+        if spec.scheduled_at is not None:
+            raise InvalidScheduleError("a schedule's jobs run at its moments: no scheduled_at")
+        self.workers.check_args(spec.worker, spec.args)
+        stored = {
+            "queue": spec.queue,
+            "priority": spec.priority,
+            "max_attempts": spec.max_attempts,
+            "tags": spec.tags,
+            "meta": spec.meta,
+            "partition_key": spec.partition_key,
+        }
+        if spec.origin is not None:
+            stored["origin"] = spec.origin
+        return ScheduleInfo(
+            name=name,
+            schedule=schedule,
+            worker=spec.worker,
+            args=spec.args,
+            options=stored,
+            catch_up_policy=policy,
+            catch_up_window=window,
+            next_fire_at=schedule.after(datetime.now(UTC)),
+        )
+
+    def declared_schedules(self) -> list[ScheduleInfo]:
+        """The entries of `cron=` and of workers declared with `cron=`."""
+        entries = []
+        for item in self.config.cron:
+            if not 4 <= len(item) <= 5:
+                raise ConfigurationError(
+                    f"cron: expected (name, schedule, worker, args[, options]), got {item!r}"
+                )
+            entries.append(self.schedule_entry(*item))
+        for worker_name in self.workers:
+            declared = self.workers.get(worker_name).cron
+            if declared is not None:
+                assert isinstance(declared, Schedule)  # checked at registration
+                entries.append(self.schedule_entry(worker_name, declared, worker_name))
+        return entries
+
+    def declare_schedules(self) -> Operation[None]:
+        """Save the declared schedules (a node does this as it starts) and report the
+        entries no worker of this app can run."""
+        for entry in self.declared_schedules():
+            yield from scheduling.save(self.queries, entry)
+        for entry in (yield from self.schedules()):
+            if entry.worker not in self.workers:
+                logger.warning(
+                    "schedule %s fires worker %r, which this app does not register; "
+                    "its jobs wait for a node that does",
+                    entry.name,
+                    entry.worker,
+                )
