@@ -22,7 +22,7 @@ from shigoto import _validate as check
 from shigoto import events
 from shigoto.admin import CANCELLABLE_STATES, RETRYABLE_STATES, JobFilter, JobPage, Status
 from shigoto.config import Config
-from shigoto.db import migrator, scheduling, store
+from shigoto.db import batches, inserting, maintenance, managing, migrator, reading, scheduling
 from shigoto.db.operations import Operation
 from shigoto.db.queries import Queries
 from shigoto.events import EventBus
@@ -95,10 +95,10 @@ class Commands:
         return spec
 
     def insert(self, spec: JobSpec) -> Operation[Job]:
-        return store.insert(self.queries, spec)
+        return inserting.insert(self.queries, spec)
 
     def insert_all(self, specs: Sequence[JobSpec]) -> Operation[list[Job]]:
-        return store.insert_all(self.queries, [_spec(spec) for spec in specs])
+        return inserting.insert_all(self.queries, [_spec(spec) for spec in specs])
 
     def many(
         self, template: object, args: Iterable[Mapping[str, Any]]
@@ -126,7 +126,7 @@ class Commands:
         return [dataclasses.replace(template, args=item) for item in each]
 
     def insert_many(self, template: JobSpec, each: list[dict[str, Any]]) -> Operation[list[int]]:
-        return store.insert_many(self.queries, template, each)
+        return inserting.insert_many(self.queries, template, each)
 
     # Events of what a command did, published once it is done (after its transaction, if it
     # has one of its own); each returns what it is given.
@@ -169,7 +169,7 @@ class Commands:
         checked = [self.job(spec) for spec in specs]
         if not checked:
             raise InvalidJobError("specs", "a batch needs at least one job")
-        return store.insert_batch(
+        return batches.insert_batch(
             self.queries,
             checked,
             meta=check.json_object({} if meta is None else meta, "meta"),
@@ -221,29 +221,29 @@ class Commands:
     # -- one job ---------------------------------------------------------------------------
 
     def get_job(self, job_id: int) -> Operation[Job | None]:
-        return store.get_job(self.queries, check.job_id(job_id))
+        return reading.get_job(self.queries, check.job_id(job_id))
 
     def cancel(self, job_id: int) -> Operation[bool]:
-        return store.cancel(self.queries, check.job_id(job_id))
+        return managing.cancel(self.queries, check.job_id(job_id))
 
     def retry(self, job_id: int) -> Operation[bool]:
-        return store.retry(self.queries, check.job_id(job_id))
+        return managing.retry(self.queries, check.job_id(job_id))
 
     def delete(self, job_id: int) -> Operation[bool]:
-        return store.delete(self.queries, check.job_id(job_id))
+        return managing.delete(self.queries, check.job_id(job_id))
 
     def pause_job(self, job_id: int) -> Operation[bool]:
-        return store.pause_job(self.queries, check.job_id(job_id))
+        return managing.pause_job(self.queries, check.job_id(job_id))
 
     def resume_job(self, job_id: int) -> Operation[bool]:
-        return store.resume_job(self.queries, check.job_id(job_id))
+        return managing.resume_job(self.queries, check.job_id(job_id))
 
     def is_job_paused(self, job_id: int) -> Operation[bool]:
-        job = yield from store.get_job(self.queries, check.job_id(job_id))
+        job = yield from reading.get_job(self.queries, check.job_id(job_id))
         return job is not None and job.state is JobState.PAUSED
 
     def get_batch(self, batch_id: int) -> Operation[Batch | None]:
-        return store.get_batch(self.queries, check.job_id(batch_id, "batch_id"))
+        return batches.get_batch(self.queries, check.job_id(batch_id, "batch_id"))
 
     # -- many jobs -------------------------------------------------------------------------
 
@@ -265,7 +265,7 @@ class Commands:
         where = JobFilter.build(
             state=state, queue=queue, worker=worker, tags=tags, since=since, until=until
         )
-        return store.list_jobs(self.queries, where, limit=limit, after=after)
+        return reading.list_jobs(self.queries, where, limit=limit, after=after)
 
     @staticmethod
     def _bulk_filter(
@@ -282,43 +282,45 @@ class Commands:
     def cancel_by(self, **where: Any) -> Operation[int]:
         """`where`: queue, worker, tags, states, since, until (see `Shigoto.cancel_by`)."""
         default = [s for s in CANCELLABLE_STATES if s is not JobState.EXECUTING]
-        return store.cancel_by(self.queries, self._bulk_filter(where, CANCELLABLE_STATES, default))
+        return managing.cancel_by(
+            self.queries, self._bulk_filter(where, CANCELLABLE_STATES, default)
+        )
 
     def retry_by(self, **where: Any) -> Operation[int]:
         default = [JobState.DISCARDED, JobState.CANCELLED]
-        return store.retry_by(self.queries, self._bulk_filter(where, RETRYABLE_STATES, default))
+        return managing.retry_by(self.queries, self._bulk_filter(where, RETRYABLE_STATES, default))
 
     def delete_by(self, **where: Any) -> Operation[int]:
         deletable = [s for s in JobState if s is not JobState.EXECUTING]
         finished = [s for s in JobState if s in FINAL_STATES]
-        return store.delete_by(self.queries, self._bulk_filter(where, deletable, finished))
+        return managing.delete_by(self.queries, self._bulk_filter(where, deletable, finished))
 
     def delete_finished(
         self, older_than: float | timedelta, queue: str | Iterable[str] | None
     ) -> Operation[int]:
         age = timedelta(seconds=check.seconds(older_than, "older_than"))
         queues = JobFilter.build(queue=queue).queues
-        return store.delete_finished(self.queries, age, queues)
+        return maintenance.delete_finished(self.queries, age, queues)
 
     def status(self) -> Operation[Status]:
-        return store.status(self.queries)
+        return reading.status(self.queries)
 
     def prune(self, dry_run: bool) -> Operation[tuple[int, int]]:
         if self.config.prune_after is None:
             raise ConfigurationError("prune: pruning is off (prune_after=None)")
         after, retention = self.config.prune_after, self.config.archive_retention
         if dry_run:
-            return store.prune_preview(self.queries, prune_after=after, retention=retention)
-        return store.prune(self.queries, prune_after=after, retention=retention)
+            return maintenance.prune_preview(self.queries, prune_after=after, retention=retention)
+        return maintenance.prune(self.queries, prune_after=after, retention=retention)
 
     # -- queues ----------------------------------------------------------------------------
 
     def pause_queue(self, queue: str, paused: bool = True) -> Operation[None]:
-        return store.set_queue_paused(self.queries, check.queue(queue), paused)
+        return managing.set_queue_paused(self.queries, check.queue(queue), paused)
 
     def is_queue_paused(self, queue: str) -> Operation[bool]:
         name = check.queue(queue)
-        return name in (yield from store.paused_queues(self.queries))
+        return name in (yield from reading.paused_queues(self.queries))
 
     def queue_change(self, name: str, limit: int | None) -> None:
         """Check a change of a queue's limit (None: stop working it)."""
@@ -333,7 +335,7 @@ class Commands:
                 "everywhere: needs the notifier (LISTEN/NOTIFY); it is turned off, or "
                 "prepared statements are off and there is no listen_dsn"
             )
-        return store.signal(self.queries, {"action": "queue", "queue": name, "limit": limit})
+        return managing.signal(self.queries, {"action": "queue", "queue": name, "limit": limit})
 
     def emit(
         self, job_id: int | None, name: str, data: Mapping[str, Any] | None
@@ -345,7 +347,7 @@ class Commands:
         assert event is not None
         if self.bus.wants(event.name):
             self.bus.publish(event)
-        return store.signal(self.queries, message) if self.config.listens else None
+        return managing.signal(self.queries, message) if self.config.listens else None
 
     # -- schedules -------------------------------------------------------------------------
 

@@ -1,8 +1,8 @@
 """The way to the database: pools, statements, the listener and heartbeat connections.
 
     database = Database(config, queries)
-    job = await database.run(store.get_job(queries, 42))     # on the app's pool
-    job = await database.run(store.get_job(queries, 42), conn)   # on the caller's
+    job = await database.run(reading.get_job(queries, 42))     # on the app's pool
+    job = await database.run(reading.get_job(queries, 42), conn)   # on the caller's
     await database.close()
 
 `Database` is the async one (the app's, and a node's own pools); `SyncDatabase` its twin
@@ -27,7 +27,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from shigoto import _json
 from shigoto import _validate as check
 from shigoto.config import Config
-from shigoto.db import store
+from shigoto.db import reading
 from shigoto.db.embedded import embedded_dsn
 from shigoto.db.faults import describe, is_connection_fault, unavailable_on_faults
 from shigoto.db.operations import Operation, run_async, run_sync
@@ -220,10 +220,10 @@ class Database(_Settings):
             listener = None
             if self.config.listens:
                 listener = await stack.enter_async_context(await self.connect_listener())
-                await run_async(listener, store.listen_finished(self.queries))
-                job = await self.run(store.await_job(self.queries, job_id))
+                await run_async(listener, reading.listen_finished(self.queries))
+                job = await self.run(reading.await_job(self.queries, job_id))
             else:
-                job = await self.run(store.get_job(self.queries, job_id))
+                job = await self.run(reading.get_job(self.queries, job_id))
             pauses = self.poll_pauses()
             while job is not None and not job.state.is_final:
                 if listener is None:
@@ -234,7 +234,7 @@ class Database(_Settings):
                     async for note in listener.notifies(timeout=RECHECK):
                         if note.payload == str(job_id):
                             break
-                job = await self.run(store.get_job(self.queries, job_id))
+                job = await self.run(reading.get_job(self.queries, job_id))
         if job is None:
             raise JobNotFoundError(job_id)
         return job
@@ -324,10 +324,10 @@ class SyncDatabase(_Settings):
             if self.config.listens:
                 dsn = self.config.listen_dsn or self.dsn()
                 listener = stack.enter_context(psycopg.connect(dsn, **self.listener_kwargs(dsn)))
-                run_sync(listener, store.listen_finished(self.queries))
-                job = self.run(store.await_job(self.queries, job_id))
+                run_sync(listener, reading.listen_finished(self.queries))
+                job = self.run(reading.await_job(self.queries, job_id))
             else:
-                job = self.run(store.get_job(self.queries, job_id))
+                job = self.run(reading.get_job(self.queries, job_id))
             pauses = self.poll_pauses()
             while job is not None and not job.state.is_final:
                 pause = RECHECK if listener is not None else next(pauses)
@@ -340,7 +340,7 @@ class SyncDatabase(_Settings):
                     for note in listener.notifies(timeout=wait):
                         if note.payload == str(job_id):
                             break
-                job = self.run(store.get_job(self.queries, job_id))
+                job = self.run(reading.get_job(self.queries, job_id))
         if job is None:
             raise JobNotFoundError(job_id)
         return job

@@ -20,7 +20,7 @@ from psycopg.types.json import Jsonb
 from shigoto import _json
 from shigoto.db.operations import Operation, Statement
 from shigoto.db.queries import Queries
-from shigoto.db.store import job_from_row, job_from_values
+from shigoto.db.rows import job_from_row, job_from_values
 from shigoto.features.batches import Batch
 from shigoto.job import Job, JobState
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shigoto.admin import Status
-from shigoto.db import store
+from shigoto.db import reading
 from shigoto.db.operations import Operation, Statement
 from shigoto.db.queries import Queries
 
@@ -32,6 +32,6 @@ def stale_jobs(q: Queries, *, node_timeout: float) -> Operation[StaleJobs]:
 
 def snapshot(q: Queries, *, node_timeout: float) -> Operation[tuple[Status, StaleJobs]]:
     """Job counts by queue and state, and the stale jobs, on one connection."""
-    status = yield from store.status(q)
+    status = yield from reading.status(q)
     stale = yield from stale_jobs(q, node_timeout=node_timeout)
     return status, stale

@@ -11,7 +11,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from shigoto.db import store
+from shigoto.db import inserting
 from shigoto.db.operations import Operation, Statement
 from shigoto.db.queries import Queries
 from shigoto.job import Job, JobSpec
@@ -77,7 +77,7 @@ def fire(
         )
         fresh = sorted(row["fire_at"] for row in recorded.rows)
         specs = [_spec(entry, moment) for moment in fresh]
-        jobs = (yield from store.insert_all(q, specs)) if specs else []
+        jobs = (yield from inserting.insert_all(q, specs)) if specs else []
     params: dict[str, Any] = {
         "name": entry.name,
         "moments": [job.scheduled_at for job in jobs],

@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from shigoto.db import execution, store
+from shigoto.db import execution, managing
 from shigoto.db.operations import Operation, run_async
 from shigoto.db.queries import Queries
 from shigoto.runtime._component import Periodic
@@ -121,7 +121,7 @@ class Notifier:
         arrived = self._probes[token] = asyncio.Event()
         try:
             await self._db(
-                store.signal(self._q, {"action": "probe", "node": self._node, "token": token})
+                managing.signal(self._q, {"action": "probe", "node": self._node, "token": token})
             )
             async with asyncio.timeout(PROBE_TIMEOUT):
                 await arrived.wait()

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from shigoto.db import store
+from shigoto.db import maintenance
 from shigoto.db.queries import Queries
 from shigoto.runtime._component import Periodic
 from shigoto.runtime.leader import Leader
@@ -62,7 +62,7 @@ class Pruner:
         archived = deleted = 0
         while self._leader.is_leader:
             moved, removed = await self._db(
-                store.prune(
+                maintenance.prune(
                     self._q,
                     prune_after=self._prune_after,
                     retention=self._retention,
@@ -71,7 +71,7 @@ class Pruner:
             )
             archived += moved
             deleted += removed
-            if moved < store.PRUNE_BATCH and removed < store.PRUNE_BATCH:
+            if moved < maintenance.PRUNE_BATCH and removed < maintenance.PRUNE_BATCH:
                 break
             await asyncio.sleep(PAUSE)
         if archived or deleted:

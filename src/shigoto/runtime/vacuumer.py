@@ -20,7 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from shigoto.db import store
+from shigoto.db import maintenance
 from shigoto.db.queries import Queries
 from shigoto.runtime._component import Finished, Periodic
 from shigoto.runtime.leader import Leader
@@ -67,7 +67,7 @@ class Vacuumer:
 
     async def tidy(self) -> bool:
         """Vacuum `jobs` if it holds too many dead rows; False if this role may not."""
-        rows: store.DeadRows = await self._db(store.dead_rows(self._q))
+        rows: maintenance.DeadRows = await self._db(maintenance.dead_rows(self._q))
         if not rows.may_vacuum:
             logger.info(
                 "not the owner of %s.jobs: vacuuming it is left to autovacuum", self._q.schema
@@ -75,7 +75,7 @@ class Vacuumer:
             return False
         threshold = self._after + LIVE_SHARE * rows.live
         if rows.dead >= threshold:
-            await self._db(store.vacuum(self._q))
+            await self._db(maintenance.vacuum(self._q))
             self.vacuums += 1
             logger.debug("vacuumed %s.jobs (%d dead rows)", self._q.schema, rows.dead)
         # An idle queue is looked at less often: an idle node's CPU is a cost too.

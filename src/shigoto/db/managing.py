@@ -1,0 +1,94 @@
+"""Admin changes to jobs and queues: cancel, retry, delete, pause and resume, one job
+or every job a filter matches; and the signal that tells every node of a change.
+
+    cancelled = await run_async(conn, cancel(q, 42))
+    count = await run_async(conn, retry_by(q, JobFilter(queues=["emails"])))
+
+A job that was running when it was cancelled or paused is stopped by its node, told by
+`signal`. The bulk calls work in short batches, each its own statement.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from shigoto.admin import JobFilter
+from shigoto.db.operations import Operation, Statement
+from shigoto.db.queries import Queries
+from shigoto.job import JobState
+
+BULK_BATCH = 5_000  # rows per statement of cancel_by, retry_by and delete_by
+SIGNAL_IDS = 500  # ids per NOTIFY payload, well under PostgreSQL's 8,000-byte limit
+
+
+def cancel(q: Queries, job_id: int) -> Operation[bool]:
+    return (yield from _change(q, "cancel_job", job_id, stop="cancel"))
+
+
+def retry(q: Queries, job_id: int) -> Operation[bool]:
+    return (yield from _change(q, "retry_job", job_id))
+
+
+def delete(q: Queries, job_id: int) -> Operation[bool]:
+    return (yield from _change(q, "delete_job", job_id))
+
+
+def pause_job(q: Queries, job_id: int) -> Operation[bool]:
+    return (yield from _change(q, "pause_job", job_id, stop="pause"))
+
+
+def resume_job(q: Queries, job_id: int) -> Operation[bool]:
+    return (yield from _change(q, "resume_job", job_id))
+
+
+def _change(q: Queries, query: str, job_id: int, *, stop: str | None = None) -> Operation[bool]:
+    """Run `query` on one job; whether it changed it (the job exists, in a state that
+    allows it). With `stop`, a job that was running is then stopped by its node, told
+    `stop` (the query returns the job's previous state)."""
+    result = yield Statement(q.sql(query), {"id": job_id})
+    if stop and result.rows and result.rows[0]["previous_state"] == JobState.EXECUTING:
+        yield from signal(q, {"action": stop, "ids": [job_id]})
+    return bool(result.rows)
+
+
+def cancel_by(q: Queries, where: JobFilter) -> Operation[int]:
+    """Cancel in batches of BULK_BATCH, each its own short transaction; returns the count."""
+    total = 0
+    while True:
+        result = yield Statement(q.sql("cancel_jobs"), {**where.params(), "limit": BULK_BATCH})
+        running: list[int] = result.rows[0]["executing"]
+        for start in range(0, len(running), SIGNAL_IDS):
+            ids = running[start : start + SIGNAL_IDS]
+            yield from signal(q, {"action": "cancel", "ids": ids})
+        count = int(result.rows[0]["count"])
+        total += count
+        if count < BULK_BATCH:
+            return total
+
+
+def retry_by(q: Queries, where: JobFilter) -> Operation[int]:
+    return (yield from _in_batches(q, "retry_jobs", where))
+
+
+def delete_by(q: Queries, where: JobFilter) -> Operation[int]:
+    return (yield from _in_batches(q, "delete_jobs", where))
+
+
+def _in_batches(q: Queries, query: str, where: JobFilter) -> Operation[int]:
+    """Run a batched bulk statement until a batch comes back short; the total count."""
+    total = 0
+    while True:
+        result = yield Statement(q.sql(query), {**where.params(), "limit": BULK_BATCH})
+        total += result.rowcount
+        if result.rowcount < BULK_BATCH:
+            return total
+
+
+def set_queue_paused(q: Queries, queue: str, paused: bool) -> Operation[None]:
+    yield Statement(q.sql("set_queue_paused"), {"queue": queue, "paused": paused})
+
+
+def signal(q: Queries, message: dict[str, Any]) -> Operation[None]:
+    """Tell every node something (their notifiers dispatch it); see `runtime.notifier`."""
+    yield Statement(q.sql("notify_control"), {"payload": json.dumps(message)})
