@@ -198,21 +198,22 @@ class Shigoto(AppHooks):
 
     async def insert(self, spec: JobSpec, *, conn: Any = None) -> Job:
         """Insert one job; with `conn=` it commits or rolls back with the caller's transaction."""
-        spec = self.commands.job(spec)
-        if self.commands.intercept is not None:
-            return (await self.commands.intercept.insert([spec]))[0]
-        unique = spec.unique is not None  # its lock lasts until the transaction ends
-        job = await self.database.run(self.commands.insert(spec), conn, transaction=unique)
-        return self.commands.inserted([job])[0]
+        with self.commands.inserting([self.commands.job(spec)]) as call:
+            (spec,) = call.specs
+            if self.commands.intercept is not None:
+                return call.done(await self.commands.intercept.insert([spec]))[0]
+            unique = spec.unique is not None  # its lock lasts until the transaction ends
+            job = await self.database.run(self.commands.insert(spec), conn, transaction=unique)
+            return call.done(self.commands.inserted([job]))[0]
 
     async def insert_all(self, specs: Iterable[JobSpec], *, conn: Any = None) -> list[Job]:
         """Insert many jobs in one statement; returns them in the order given."""
-        specs = [self.commands.job(spec) for spec in specs]
-        if self.commands.intercept is not None:
-            return await self.commands.intercept.insert(specs)
-        together = needs_transaction(specs)
-        jobs = await self.database.run(self.commands.insert_all(specs), conn, transaction=together)
-        return self.commands.inserted(jobs)
+        with self.commands.inserting([self.commands.job(spec) for spec in specs]) as call:
+            if self.commands.intercept is not None:
+                return call.done(await self.commands.intercept.insert(call.specs))
+            run = self.commands.insert_all(call.specs)
+            jobs = await self.database.run(run, conn, transaction=needs_transaction(call.specs))
+            return call.done(self.commands.inserted(jobs))
 
     async def insert_many(
         self, template: JobSpec, args: Iterable[Mapping[str, Any]], *, conn: Any = None
@@ -227,8 +228,9 @@ class Shigoto(AppHooks):
         if self.commands.intercept is not None or self.commands.one_by_one(template):
             specs = self.commands.specs_of(template, each)
             return [job.id for job in await self.insert_all(specs, conn=conn)]
-        ids = await self.database.run(self.commands.insert_many(template, each), conn)
-        return self.commands.inserted_many(template, ids)
+        with self.commands.inserting([template], len(each)) as call:
+            ids = await self.database.run(self.commands.insert_many(call.specs[0], each), conn)
+            return call.done(self.commands.inserted_many(call.specs[0], ids))
 
     async def enqueue(
         self,

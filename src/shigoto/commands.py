@@ -12,11 +12,14 @@ its own connections:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from types import TracebackType
+from typing import Any, Protocol, TypeVar
 
 from shigoto import _validate as check
 from shigoto import events
@@ -35,6 +38,7 @@ from shigoto.worker import WorkerRegistry
 logger = logging.getLogger("shigoto.app")
 
 MAX_PAGE = 1000
+R = TypeVar("R", bound=Sequence[Job | int])
 
 
 class Intercept(Protocol):
@@ -44,6 +48,55 @@ class Intercept(Protocol):
     async def insert(self, specs: list[JobSpec]) -> list[Job]: ...
 
     def insert_sync(self, specs: list[JobSpec]) -> list[Job]: ...
+
+
+class Inserting:
+    """One insert call under way (`insert`, `insert_all`, `insert_many`, `enqueue`, async
+    or sync), as an insert hook sees it: `specs`, the jobs about to be inserted (for
+    `insert_many`, its template alone), which a hook may replace (a tracer adds its context
+    to their `meta`); `count`, how many jobs the call inserts; `ids`, the jobs' ids once
+    inserted (empty if the insert failed).
+
+    The app enters it around the insert; it enters the hooks in the order they were added.
+    """
+
+    __slots__ = ("_hooks", "_stack", "count", "ids", "specs")
+
+    def __init__(self, specs: list[JobSpec], hooks: list[InsertHook], count: int) -> None:
+        self.specs = specs
+        self.count = count
+        self.ids: list[int] = []
+        self._hooks = hooks
+        self._stack: contextlib.ExitStack | None = None
+
+    def __enter__(self) -> Inserting:
+        if self._hooks:
+            with contextlib.ExitStack() as stack:
+                for hook in self._hooks:
+                    stack.enter_context(hook(self))
+                self._stack = stack.pop_all()  # exited by __exit__, with the insert's error
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        # The insert's error goes on whatever the hooks say: a hook cannot swallow it.
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.__exit__(kind, error, trace)
+
+    def done(self, inserted: R) -> R:
+        """Note what was inserted (jobs or their ids) for the hooks; returns it."""
+        self.ids = [item if isinstance(item, int) else item.id for item in inserted]
+        return inserted
+
+
+# A hook around each insert call: called with the `Inserting`, it returns a context manager
+# that the insert runs inside (see `Commands.around_insert`).
+InsertHook = Callable[[Inserting], AbstractContextManager[object]]
 
 
 def needs_transaction(specs: Iterable[JobSpec]) -> bool:
@@ -78,8 +131,31 @@ class Commands:
         self.queries = queries
         self.bus = bus
         self.intercept: Intercept | None = None
+        self.insert_hooks: list[InsertHook] = []
 
     # -- jobs to insert ----------------------------------------------------------------------
+
+    def around_insert(self, hook: InsertHook) -> InsertHook:
+        """Run every insert call of the app (async and sync, in testing modes too) inside
+        `hook(inserting)`, a context manager: it may replace `inserting.specs` before the
+        insert, sees `inserting.ids` after it, and sees the insert's error if it fails.
+        Hooks added later run inside those added earlier. Jobs the database inserts itself
+        (batch callbacks, schedules' firings) pass no hook.
+
+            @app.commands.around_insert
+            @contextlib.contextmanager
+            def tenant(inserting: Inserting) -> Iterator[None]:
+                inserting.specs = [dataclasses.replace(s, meta={**s.meta, "tenant": T})
+                                   for s in inserting.specs]
+                yield
+        """
+        self.insert_hooks.append(hook)
+        return hook
+
+    def inserting(self, specs: list[JobSpec], count: int | None = None) -> Inserting:
+        """The insert call of `specs` (of `count` jobs, for insert_many's template), to
+        enter around it (next to free when no hook is added)."""
+        return Inserting(specs, self.insert_hooks, len(specs) if count is None else count)
 
     def new_job(
         self, worker: str, args: Mapping[str, Any] | None = None, **options: Any

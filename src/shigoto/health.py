@@ -268,16 +268,9 @@ def asgi_app(app: Shigoto, *, ready_when_degraded: bool = True) -> ASGIApp:
     mount it in your web framework. Other paths answer 404.
     """
 
-    async def probes(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
+    async def probes(scope: Scope, send: Send) -> None:
         path = _path(scope)
-        if scope.get("method", "GET") not in ("GET", "HEAD"):
-            await respond(send, 405, {"error": "GET only"})
-        elif path == "/live":
+        if path == "/live":
             await respond(send, 200, {"status": "ok"})
         elif path == "/ready":
             health = await app.health()
@@ -286,10 +279,27 @@ def asgi_app(app: Shigoto, *, ready_when_degraded: bool = True) -> ASGIApp:
         else:
             await respond(send, 404, {"error": "not found: try /live or /ready"})
 
-    return probes
+    return get_only(probes)
 
 
-async def lifespan(receive: Receive, send: Send) -> None:
+def get_only(answer: Callable[[Scope, Send], Awaitable[None]]) -> ASGIApp:
+    """An ASGI app that answers a GET (or HEAD) with `answer(scope, send)`, any other
+    method with 405, and an ASGI server's lifespan messages with nothing to do."""
+
+    async def application(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+        elif scope["type"] != "http":
+            return
+        elif scope.get("method", "GET") not in ("GET", "HEAD"):
+            await respond(send, 405, {"error": "GET only"})
+        else:
+            await answer(scope, send)
+
+    return application
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
     """Answer an ASGI server's lifespan messages (nothing to start or stop)."""
     while True:
         message = await receive()

@@ -85,21 +85,22 @@ class SyncShigoto:
 
     def insert(self, spec: JobSpec, *, conn: Any = None) -> Job:
         """Insert one job; with `conn=` it commits or rolls back with the caller's transaction."""
-        spec = self.commands.job(spec)
-        if self.commands.intercept is not None:
-            return self.commands.intercept.insert_sync([spec])[0]
-        unique = spec.unique is not None  # its lock lasts until the transaction ends
-        job = self.database.run(self.commands.insert(spec), conn, transaction=unique)
-        return self.commands.inserted([job])[0]
+        with self.commands.inserting([self.commands.job(spec)]) as call:
+            (spec,) = call.specs
+            if self.commands.intercept is not None:
+                return call.done(self.commands.intercept.insert_sync([spec]))[0]
+            unique = spec.unique is not None  # its lock lasts until the transaction ends
+            job = self.database.run(self.commands.insert(spec), conn, transaction=unique)
+            return call.done(self.commands.inserted([job]))[0]
 
     def insert_all(self, specs: Iterable[JobSpec], *, conn: Any = None) -> list[Job]:
         """Insert many jobs in one statement; returns them in the order given."""
-        specs = [self.commands.job(spec) for spec in specs]
-        if self.commands.intercept is not None:
-            return self.commands.intercept.insert_sync(specs)
-        together = needs_transaction(specs)
-        jobs = self.database.run(self.commands.insert_all(specs), conn, transaction=together)
-        return self.commands.inserted(jobs)
+        with self.commands.inserting([self.commands.job(spec) for spec in specs]) as call:
+            if self.commands.intercept is not None:
+                return call.done(self.commands.intercept.insert_sync(call.specs))
+            run = self.commands.insert_all(call.specs)
+            jobs = self.database.run(run, conn, transaction=needs_transaction(call.specs))
+            return call.done(self.commands.inserted(jobs))
 
     def insert_many(
         self, template: JobSpec, args: Iterable[Mapping[str, Any]], *, conn: Any = None
@@ -110,8 +111,9 @@ class SyncShigoto:
         if self.commands.intercept is not None or self.commands.one_by_one(template):
             specs = self.commands.specs_of(template, each)
             return [job.id for job in self.insert_all(specs, conn=conn)]
-        ids = self.database.run(self.commands.insert_many(template, each), conn)
-        return self.commands.inserted_many(template, ids)
+        with self.commands.inserting([template], len(each)) as call:
+            ids = self.database.run(self.commands.insert_many(call.specs[0], each), conn)
+            return call.done(self.commands.inserted_many(call.specs[0], ids))
 
     def enqueue(
         self,

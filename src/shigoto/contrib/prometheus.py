@@ -56,7 +56,7 @@ from prometheus_client.registry import Collector
 from shigoto._version import __version__
 from shigoto.admin import Status
 from shigoto.events import Event, EventBus
-from shigoto.health import ASGIApp, Receive, Scope, Send, lifespan, respond
+from shigoto.health import ASGIApp, Scope, Send, get_only, respond
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -197,20 +197,12 @@ class Metrics:
         format, its status read through the app's pool first: serve it on the app's loop."""
         registry = self.registry
 
-        async def metrics(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] == "lifespan":
-                await lifespan(receive, send)
-                return
-            if scope["type"] != "http":
-                return
-            if scope.get("method", "GET") not in ("GET", "HEAD"):
-                await respond(send, 405, {"error": "GET only"})
-                return
+        async def metrics(scope: Scope, send: Send) -> None:
             await self.refresh()
             body = generate_latest(registry)  # quick; on the loop, so no query blocks it
             await respond(send, 200, body, CONTENT_TYPE_LATEST.encode())
 
-        return metrics
+        return get_only(metrics)
 
     def start_http_server(self, port: int, addr: str = "0.0.0.0") -> WSGIServer:
         """Serve the registry on `addr:port` from a daemon thread (prometheus_client's
