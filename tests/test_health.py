@@ -128,10 +128,11 @@ async def test_a_running_node_reports_its_producers_listener_leader_and_heartbea
     async def settled() -> Any:
         health = await fast_app.health()
         node = health.node
-        return health if node is not None and node.leader and node.listener else None
+        ready = node is not None and node.leader and node.listener
+        return health if ready and health.ok else None
 
     health = await wait_until(settled)
-    assert health.status == "ok", health.problems
+    assert health.problems == ()
     assert health.node is not None
     assert health.node.id == fast_app.node.id  # type: ignore[union-attr]
     assert health.node.producers == {"default": True, "emails": True}
