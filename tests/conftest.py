@@ -33,6 +33,9 @@ SHIPPED_ROWS = [(m.version, m.name) for m in all_migrations("shigoto")]
 pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).parent.parent
+# What a test's subprocesses import: this checkout's shigoto (before an installed one, which
+# may be another checkout's), and its tests package.
+SUBPROCESS_PATH = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
 
 TEST_DATABASE = "shigoto_test"
 
@@ -235,7 +238,7 @@ def start_node(
     environment = {
         **os.environ,
         **{f"SHIGOTO_{k.upper()}": str(v) for k, v in chosen.items()},
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": SUBPROCESS_PATH,
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "shigoto.cli", "worker", "tests.nodeapp:app", "--queues", queues],

@@ -29,7 +29,7 @@ from psycopg import sql
 from shigoto import DatabaseUnavailable, JobSpec, JobState, Shigoto
 from shigoto.db.embedded import embedded_dsn, stop_embedded
 from shigoto.db.faults import describe
-from tests.conftest import FAST, ROOT, start_node, wait_until
+from tests.conftest import FAST, ROOT, SUBPROCESS_PATH, start_node, wait_until
 from tests.nodeapp import LEDGER, ledger_table, noop
 
 
@@ -315,7 +315,7 @@ async def test_a_node_and_a_client_resume_within_2s_of_a_long_outage(
     await app.close()
 
     node_output = _drain(start_node(nodes, dsn, schema, queues="default=4"))
-    environment = {"SHIGOTO_DSN": dsn, "SHIGOTO_SCHEMA": schema, "PYTHONPATH": str(ROOT)}
+    environment = {"SHIGOTO_DSN": dsn, "SHIGOTO_SCHEMA": schema, "PYTHONPATH": SUBPROCESS_PATH}
     client = subprocess.Popen(
         [sys.executable, "-m", "tests.outage_client"],
         env={**os.environ, **environment},
