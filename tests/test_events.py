@@ -373,9 +373,12 @@ async def test_patterns_are_checked(app: Shigoto) -> None:
 
 async def test_custom_events_reach_this_process_at_once(app: Shigoto) -> None:
     seen = Seen(app, "custom.*")
+    exact = Seen(app, "custom.Import:files.chunk")
     await app.emit(42, "progress", {"pct": 75})
-    [event] = seen.events
-    assert (event.name, event.job_id, dict(event.data)) == ("custom.progress", 42, {"pct": 75})
+    await app.emit(None, "Import:files.chunk", {"done": 1})
+    first, second = seen.events
+    assert (first.name, first.job_id, dict(first.data)) == ("custom.progress", 42, {"pct": 75})
+    assert exact.events == [second] and second.job_id is None
 
 
 async def test_custom_events_are_checked(app: Shigoto) -> None:

@@ -73,7 +73,8 @@ EVENT_NAMES = frozenset(JOB_EVENTS + OTHER_EVENTS)
 CUSTOM_PREFIX = "custom."
 
 # A pattern: a name, a prefix ending in ".*", or "*" for everything.
-_PATTERN = re.compile(r"\*|[a-z][a-z0-9_]*(\.[a-z0-9_-]+)*(\.\*)?")
+# Past the first part, a custom event's name may hold capitals and ":".
+_PATTERN = re.compile(r"\*|[a-z][a-z0-9_]*(\.[A-Za-z0-9_:-]+)*(\.\*)?")
 DEFAULT_BUFFER = 1000  # events an async handler or a stream may fall behind by
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
