@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shigoto.outcomes import ConfigurationError, InvalidJobError
+from shigoto.errors import ConfigurationError, InvalidJobError
 
 MAX_NAME_LENGTH = 255
 MAX_QUEUE_LENGTH = 128

@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 import psycopg
 
@@ -30,12 +30,11 @@ from shigoto.features.batches import Batch
 from shigoto.health import Health, check_health
 from shigoto.job import FINAL_STATES, Job, JobSpec, JobState
 from shigoto.outcomes import ConfigurationError
+from shigoto.runtime import drain
+from shigoto.runtime.node import Node
 from shigoto.schedules import Schedule, ScheduleInfo
 from shigoto.sync import SyncShigoto
 from shigoto.worker import FunctionWorker, Worker, WorkerRegistry
-
-if TYPE_CHECKING:
-    from shigoto.runtime.node import Node
 
 W = TypeVar("W", bound=type[Worker])
 
@@ -112,11 +111,16 @@ class Shigoto(AppHooks):
     async def start(self, *, queues: Mapping[str, int] | None = None) -> None:
         """Start a node in this process: it claims and runs jobs until `stop()`. `queues`
         (name -> concurrency) defaults to the configured `queues`."""
-        from shigoto.runtime.node import Node
-
         if self._node is not None and self._node.started:
             raise ConfigurationError("start: this app's node is already running")
-        self._node = Node(self, queues)
+        self._node = Node(
+            self.database,
+            self.workers,
+            self.config,
+            self.bus,
+            queues=queues,
+            declare_schedules=self.commands.declare_schedules,
+        )
         await self._node.start()
 
     async def stop(self, timeout: float | None = None) -> None:
@@ -176,9 +180,9 @@ class Shigoto(AppHooks):
         """Run the queue's jobs in this task until none is left; counts per outcome. For
         tests and scripts (see `shigoto.testing`): jobs inserted by the jobs run too;
         `with_scheduled` runs scheduled jobs and retries now instead of when due."""
-        from shigoto.testing import drain_queue
-
-        return await drain_queue(self, queue, with_scheduled=with_scheduled)
+        return await drain.drain_queue(
+            self.database, self.workers, self.config, self.bus, queue, with_scheduled=with_scheduled
+        )
 
     async def migrate(self) -> list[str]:
         """Apply pending migrations; safe to run concurrently. Returns the applied names."""

@@ -21,7 +21,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from psycopg_pool.base import BasePool
 
@@ -32,9 +32,10 @@ from shigoto.db.health import StaleJobs
 from shigoto.outcomes import PoolExhausted
 
 if TYPE_CHECKING:
-    from shigoto.app import Shigoto
+    from shigoto.config import Config
+    from shigoto.db.database import Database, SyncDatabase
+    from shigoto.db.queries import Queries
     from shigoto.runtime.node import Node
-    from shigoto.sync import SyncShigoto
 
 HealthStatus = Literal["ok", "degraded", "unhealthy"]
 EXTRA_TIME = 2.0  # seconds a check may take beyond connect_timeout (its two statements)
@@ -129,7 +130,29 @@ class Health:
         }
 
 
-async def check_health(app: Shigoto, *, timeout: float | None = None) -> Health:
+class _Facade(Protocol):
+    @property
+    def database(self) -> SyncDatabase: ...
+
+
+class Checked(Protocol):
+    """What a health check reads of its app (a `Shigoto`)."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def queries(self) -> Queries: ...
+    @property
+    def database(self) -> Database: ...
+    @property
+    def sync(self) -> _Facade: ...
+    @property
+    def node(self) -> Node | None: ...
+
+    async def health(self, *, timeout: float | None = None) -> Health: ...
+
+
+async def check_health(app: Checked, *, timeout: float | None = None) -> Health:
     """`app.health()`: the check, bounded by `timeout` seconds (default: `connect_timeout`
     plus 2 s); whatever goes wrong is reported in the result, never raised."""
     limit = app.config.connect_timeout + EXTRA_TIME if timeout is None else timeout
@@ -144,21 +167,21 @@ async def check_health(app: Shigoto, *, timeout: float | None = None) -> Health:
     return _assemble(app, found, error)
 
 
-def check_health_sync(facade: SyncShigoto) -> Health:
-    """`app.sync.health()`: `check_health` for code that is not async."""
-    app = cast("Shigoto", facade.app)  # a facade is always its app's `app.sync`
+def check_health_sync(app: Checked) -> Health:
+    """`app.sync.health()`: `check_health` for code that is not async, on the sync
+    facade's connections."""
     operation = queries.snapshot(app.queries, node_timeout=app.config.node_timeout)
     found: tuple[Status, StaleJobs] | None = None
     error: BaseException | None = None
     try:
-        found = facade.database.run(operation)
+        found = app.sync.database.run(operation)
     except Exception as failure:  # a check reports, never raises
         error = failure
     return _assemble(app, found, error)
 
 
 def _assemble(
-    app: Shigoto, found: tuple[Status, StaleJobs] | None, error: BaseException | None
+    app: Checked, found: tuple[Status, StaleJobs] | None, error: BaseException | None
 ) -> Health:
     problems: list[str] = []
     unhealthy = False
@@ -198,12 +221,12 @@ def _assemble(
     )
 
 
-def _running_node(app: Shigoto) -> Node | None:
+def _running_node(app: Checked) -> Node | None:
     node = app.node
     return node if node is not None and node.started else None
 
 
-def _node_health(app: Shigoto) -> NodeHealth | None:
+def _node_health(app: Checked) -> NodeHealth | None:
     node = _running_node(app)
     if node is None:
         return None
@@ -219,7 +242,7 @@ def _node_health(app: Shigoto) -> NodeHealth | None:
     )
 
 
-def _node_problems(app: Shigoto, node: NodeHealth) -> list[str]:
+def _node_problems(app: Checked, node: NodeHealth) -> list[str]:
     problems = [
         f"the producer of queue {queue!r} is down (restarting after a crash)"
         for queue, alive in node.producers.items()
@@ -236,7 +259,7 @@ def _node_problems(app: Shigoto, node: NodeHealth) -> list[str]:
     return problems
 
 
-def _pools(app: Shigoto) -> dict[str, PoolHealth]:
+def _pools(app: Checked) -> dict[str, PoolHealth]:
     pools: dict[str, PoolHealth] = {}
     if app.database.opened_pool is not None:
         pools["app"] = PoolHealth.of(app.database.opened_pool)
@@ -256,7 +279,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-def asgi_app(app: Shigoto, *, ready_when_degraded: bool = True) -> ASGIApp:
+def asgi_app(app: Checked, *, ready_when_degraded: bool = True) -> ASGIApp:
     """A plain ASGI application answering liveness and readiness probes:
 
     GET /live    200 {"status": "ok"} whenever the process answers: it never asks the

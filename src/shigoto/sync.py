@@ -22,13 +22,14 @@ from shigoto.admin import JobPage, Status
 from shigoto.commands import Commands, needs_transaction
 from shigoto.db.database import SyncDatabase
 from shigoto.features.batches import Batch
-from shigoto.health import Health, check_health_sync
+from shigoto.health import Checked, Health, check_health_sync
 from shigoto.job import Job, JobSpec, JobState
 from shigoto.schedules import Schedule, ScheduleInfo
 
 
-class _App(Protocol):
-    """What the facade takes from its app."""
+class _App(Checked, Protocol):
+    """What the facade takes from its app (a `Shigoto`): the commands it shares, and what
+    a health check reads."""
 
     @property
     def commands(self) -> Commands: ...
@@ -258,7 +259,7 @@ class SyncShigoto:
 
     def health(self) -> Health:
         """`Shigoto.health` for code that is not async; never raises."""
-        return check_health_sync(self)
+        return check_health_sync(self.app)
 
     def prune(self, *, dry_run: bool = False) -> tuple[int, int]:
         """Archive and delete old finished jobs now; returns (archived, deleted)."""

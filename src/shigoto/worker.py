@@ -22,7 +22,7 @@ import functools
 import inspect
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from shigoto import _validate as check
 from shigoto.job import Job, JobSpec
@@ -34,8 +34,17 @@ from shigoto.outcomes import (
 )
 from shigoto.pipeline import Middleware, check_chain, check_middleware
 
-if TYPE_CHECKING:
-    from shigoto.app import Shigoto
+
+class App(Protocol):
+    """What a worker needs of the app it is registered with (a `Shigoto`): to insert its
+    jobs (`Worker.enqueue`, `Worker.enqueue_many`)."""
+
+    async def insert(self, spec: JobSpec, *, conn: Any = None) -> Job: ...
+
+    async def insert_many(
+        self, template: JobSpec, args: Iterable[Mapping[str, Any]], *, conn: Any = None
+    ) -> list[int]: ...
+
 
 BACKOFF_CAP = 1800.0
 
@@ -66,7 +75,7 @@ class Worker:
     cron: ClassVar[object | None] = None  # a cron expression or a Schedule: fire on it
     # Its own middleware, run inside the app's (see `shigoto.pipeline`).
     middleware: ClassVar[tuple[Middleware, ...]] = ()
-    app: ClassVar[Shigoto | None] = None
+    app: ClassVar[App | None] = None
     signature: ClassVar[Signature | None] = None  # a function worker's, to check args by
 
     def perform(self, job: Job) -> object | Awaitable[object]:
@@ -129,7 +138,7 @@ class Worker:
         return cls.name
 
     @classmethod
-    def _registered_app(cls) -> Shigoto:
+    def _registered_app(cls) -> App:
         if cls.app is None:
             raise ConfigurationError(
                 f"worker: {cls.__qualname__} is not registered; decorate it with @app.worker"
@@ -338,7 +347,7 @@ class WorkerRegistry:
         except KeyError:
             raise UnknownWorkerError(name) from None
 
-    def decorate(self, app: Shigoto, target: Any, options: Mapping[str, Any]) -> Any:
+    def decorate(self, app: App, target: Any, options: Mapping[str, Any]) -> Any:
         """`app.worker`: register `target` (a function or a `Worker` subclass), or, with
         no target, return the decorator that does."""
 
@@ -350,7 +359,7 @@ class WorkerRegistry:
         return register if target is None else register(target)
 
     def register_function(
-        self, app: Shigoto, func: Callable[..., Any], options: Mapping[str, Any]
+        self, app: App, func: Callable[..., Any], options: Mapping[str, Any]
     ) -> FunctionWorker:
         if not callable(func) or isinstance(func, type):
             raise ConfigurationError("worker: @app.worker decorates a function or a Worker class")
@@ -371,7 +380,7 @@ class WorkerRegistry:
         return instance
 
     def register_class(
-        self, app: Shigoto, cls: type[Worker], options: Mapping[str, Any]
+        self, app: App, cls: type[Worker], options: Mapping[str, Any]
     ) -> type[Worker]:
         if not (isinstance(cls, type) and issubclass(cls, Worker)):
             raise ConfigurationError("worker: @app.worker decorates a function or a Worker class")
@@ -394,7 +403,7 @@ class WorkerRegistry:
         self._add(app, name, cls)
         return cls
 
-    def _add(self, app: Shigoto, name: str, cls: type[Worker]) -> None:
+    def _add(self, app: App, name: str, cls: type[Worker]) -> None:
         if name in self._workers:
             raise DuplicateWorkerError(name)
         if cls.app is not None and cls.app is not app:

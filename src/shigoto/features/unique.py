@@ -20,20 +20,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from shigoto import _validate as check
 from shigoto.outcomes import InvalidJobError
-
-if TYPE_CHECKING:
-    from shigoto.job import JobSpec
 
 FIELDS = ("worker", "queue", "args")
 REPLACEABLE = ("args", "meta", "tags", "priority", "max_attempts", "scheduled_at")
 STATES = ("scheduled", "available", "executing", "retryable", "paused", "waiting")
 ALL_STATES = (*STATES, "completed", "discarded", "cancelled")
+
+
+class Keyed(Protocol):
+    """What a key is made of: a job about to be inserted (a `JobSpec`)."""
+
+    @property
+    def worker(self) -> str: ...
+    @property
+    def queue(self) -> str: ...
+    @property
+    def args(self) -> Mapping[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -86,7 +94,7 @@ class Unique:
             None if debounce is None else check.seconds(debounce, "unique.debounce"),
         )
 
-    def key_for(self, spec: JobSpec) -> str:
+    def key_for(self, spec: Keyed) -> str:
         """The hash that identifies `spec` under these options."""
         chosen: dict[str, Any] = {}
         for key in sorted(self.keys):

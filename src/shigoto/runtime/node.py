@@ -1,7 +1,7 @@
 """The node: one per process running jobs. It supervises its components and stops them
 gracefully.
 
-    node = Node(app, queues={"default": 10})
+    node = Node(database, workers, config, bus, queues={"default": 10})
     await node.start()      # registers the node, then starts every component
     ...
     await node.stop()       # stop claiming, let jobs finish, return the rest, deregister
@@ -11,6 +11,9 @@ node down): one producer per queue, the acker, the stager, the lifeline and, whe
 LISTEN (`Config.listens`), the notifier. Two daemon threads stay off the event loop: the
 heartbeat, on a connection of its own, and the watchdog, which names a job that holds the
 loop.
+
+A node knows the database object (its pools, statements and connections), the worker
+registry, the configuration and the event bus it is given, and nothing of the app.
 """
 
 from __future__ import annotations
@@ -49,9 +52,12 @@ from shigoto.runtime.vacuumer import Vacuumer
 from shigoto.runtime.watchdog import Watchdog
 
 if TYPE_CHECKING:
-    from shigoto.app import Shigoto
+    from shigoto.config import Config
+    from shigoto.db.database import Database
+    from shigoto.events import EventBus
     from shigoto.features.batches import Batch
     from shigoto.schedules import ScheduleInfo
+    from shigoto.worker import WorkerRegistry
 
 logger = logging.getLogger("shigoto.node")
 logger.addFilter(faults.SCRUBBED)  # a component or a hook may crash with a database error
@@ -75,17 +81,32 @@ def new_node_id() -> str:
 
 
 class Node:
-    def __init__(self, app: Shigoto, queues: Mapping[str, int] | None = None) -> None:
-        self.app = app
-        self.config = app.config
+    """The runtime of one process; `declare_schedules` is the operation that saves the
+    app's declared schedules, run as the node starts."""
+
+    def __init__(
+        self,
+        database: Database,
+        workers: WorkerRegistry,
+        config: Config,
+        bus: EventBus,
+        *,
+        queues: Mapping[str, int] | None = None,
+        declare_schedules: Callable[[], Operation[None]] | None = None,
+    ) -> None:
+        self.database = database
+        self.queries = database.queries
+        self.workers = workers
+        self.config = config
+        self._declare_schedules = declare_schedules
         self.id = new_node_id()
         self.queues = dict(self.config.queues if queues is None else queues)
         for name, limit in self.queues.items():
             check.queue(name, "queues")
             check.integer(limit, f"queues[{name!r}]", (1, 10_000))
-        self.bus = app.bus
+        self.bus = bus
         self.executor = Executor(
-            app.workers,
+            workers,
             threads=self.config.thread_count,
             node_id=self.id,
             max_result_bytes=self.config.max_result_bytes,
@@ -114,22 +135,23 @@ class Node:
     async def start(self) -> None:
         if self.started:
             return
-        q = self.app.queries
+        q = self.queries
         meta = {"version": __version__}
         # The runtime's statements have connections of their own: jobs holding every
         # connection of the app's pool (app.connection()) never hold up a claim or an ack.
-        self._pool = await self.app.database.open_pool(
+        self._pool = await self.database.open_pool(
             "shigoto-node", 1, len(self.queues) + NODE_STATEMENTS
         )
         try:
             # Registered before anything is claimed: rescue trusts the nodes table.
             await self._db(execution.register_node(q, self.id, self.queues, meta))
-            await self._db(self.app.commands.declare_schedules())
+            if self._declare_schedules is not None:
+                await self._db(self._declare_schedules())
         except BaseException:
             await self._close_pool()
             raise
         self._heart = Heartbeat(
-            connect=self.app.database.connect_heartbeat,
+            connect=self.database.connect_heartbeat,
             queries=q,
             node_id=self.id,
             queues=self._limits,
@@ -160,7 +182,7 @@ class Node:
         )
 
     def _start_components(self) -> None:
-        q = self.app.queries
+        q = self.queries
         self._stager = Stager(
             db=self._db,
             queries=q,
@@ -273,7 +295,7 @@ class Node:
         await self._before(
             deadline,
             "deregister",
-            self._db(execution.remove_node(self.app.queries, self.id)),
+            self._db(execution.remove_node(self.queries, self.id)),
         )
         await self._close_pool(min(max(deadline - loop.time(), 0.0), 1.0))
         self.executor.close()
@@ -287,7 +309,7 @@ class Node:
         """The last safety net of a stop: jobs still claimed by this node that it does not
         run go back to the queue, their attempts refunded (none should be left by now)."""
         running = [job_id for p in producers for job_id, _ in p.running]
-        operation = execution.give_back(self.app.queries, node=self.id, running=running)
+        operation = execution.give_back(self.queries, node=self.id, running=running)
         given = await self._before(deadline, "give back unstarted jobs", self._db(operation))
         if given:
             logger.warning(
@@ -381,7 +403,7 @@ class Node:
             name,
             limit,
             db=self._db,
-            queries=self.app.queries,
+            queries=self.queries,
             node_id=self.id,
             executor=self.executor,
             acker=self._acker,
@@ -451,7 +473,7 @@ class Node:
         if not running:
             return
         try:
-            lost = await self._db(execution.lost_jobs(self.app.queries, running, node=self.id))
+            lost = await self._db(execution.lost_jobs(self.queries, running, node=self.id))
         except TRANSIENT:
             return
         for job_id, attempt in lost:
@@ -531,7 +553,7 @@ class Node:
 
     async def _db(self, operation: Operation[Any], *, transaction: bool = False) -> Any:
         assert self._pool is not None, "the node's statements run between start and stop"
-        return await self.app.database.run_in(self._pool, operation, transaction=transaction)
+        return await self.database.run_in(self._pool, operation, transaction=transaction)
 
     async def _close_pool(self, timeout: float = 1.0) -> None:
         pool, self._pool = self._pool, None
@@ -548,7 +570,7 @@ class Node:
         return self.config.poll_interval * heaviest / weights.get(queue, 1)
 
     async def _listen_connection(self) -> psycopg.AsyncConnection[Any]:
-        return await self.app.database.connect_listener()
+        return await self.database.connect_listener()
 
     def _spawn(
         self,
