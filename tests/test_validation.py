@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import pickle
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -15,16 +16,20 @@ from hypothesis import strategies as st
 from shigoto import (
     ConfigurationError,
     Daily,
+    DatabaseUnavailable,
     DuplicateWorkerError,
     Every,
     InvalidJobError,
     InvalidScheduleError,
+    JobNotFoundError,
     JobSpec,
+    ResultNotStored,
     RetryAfter,
     Shigoto,
     ShigotoError,
     Snooze,
     Unique,
+    UnknownWorkerError,
     Worker,
 )
 from shigoto.testing import manual
@@ -588,3 +593,25 @@ def test_any_duration_is_taken_or_refused_with_a_shigoto_error(seconds: Any) -> 
             assert made.scheduled_at is not None and made.scheduled_at.year < 2200
         elif isinstance(made, Every):
             assert made.after(datetime.now(UTC)).year < 2200
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        InvalidJobError("args", "not JSON"),
+        JobNotFoundError(7),
+        UnknownWorkerError("emails.send"),
+        DuplicateWorkerError("emails.send"),
+        ResultNotStored("it is too big"),
+        DatabaseUnavailable("the server went away", may_have_run=True),
+        ConfigurationError("no DSN"),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+def test_errors_read_the_same_after_pickling(error: Exception) -> None:
+    """An error sent to another process (multiprocessing, a result store) is the same
+    error there: same class, message and attributes."""
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is type(error)
+    assert str(again) == str(error)
+    assert vars(again) == vars(error)

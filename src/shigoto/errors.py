@@ -9,9 +9,24 @@ what was wrong.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ShigotoError(Exception):
     """Base of every error shigoto raises on purpose."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its message and attributes, not by calling __init__ again with the
+        # message (which would prefix it twice, or fail for a two-argument __init__): an
+        # error sent to another process (multiprocessing, a result backend) reads the same.
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[ShigotoError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class ConfigurationError(ShigotoError):
