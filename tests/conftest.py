@@ -170,20 +170,21 @@ async def final(app: Shigoto, job_id: int, timeout: float = 10.0) -> Job:
 
 
 class Seen:
-    """Every event the app publishes (or those matching `pattern`), and a way to wait for
+    """Every event the app publishes (or those matching `patterns`), and a way to wait for
     one, instead of sleeping and hoping:
 
-        seen = Seen(app, "job.*")
-        await seen.until(lambda: seen.named("job.completed"))
+        seen = Seen(app, "job.*", "queue.poll")
+        await seen.until(lambda: seen.named("job.completed", job_id=job.id))
 
     A subscriber on an outcome's event makes the node wait for the outcome's write before
     it publishes (the path hooks take); subscribe narrowly where a test is about the path
     taken when nobody listens."""
 
-    def __init__(self, app: Shigoto, pattern: str = "*") -> None:
+    def __init__(self, app: Shigoto, *patterns: str) -> None:
         self.events: list[Event] = []
         self._changed = asyncio.Event()
-        app.bus.subscribe(pattern, self._add)
+        for pattern in patterns or ("*",):
+            app.bus.subscribe(pattern, self._add)
 
     def _add(self, event: Event) -> None:
         self.events.append(event)
@@ -200,6 +201,12 @@ class Seen:
             for e in self.events
             if e.name == name and all(getattr(e, k) == v for k, v in fields.items())
         ]
+
+    async def more(self, name: str, count: int = 1, **fields: object) -> None:
+        """Return once `count` more events called `name` (with `fields`) have come: two
+        more queue.poll of a queue, say, are a whole poll interval from now."""
+        now = len(self.named(name, **fields))
+        await self.until(lambda: len(self.named(name, **fields)) >= now + count)
 
     async def until(self, condition: Callable[[], object], timeout: float = 20.0) -> None:
         """Return once `condition()` is true, checked after each event; fail after

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from psycopg import sql
 
 from shigoto import (
     Discard,
@@ -146,7 +147,7 @@ async def test_a_dependency_already_completed_does_not_hold_a_job_back(
 
 
 async def test_dependents_are_released_as_soon_as_their_dependencies_finish(
-    dsn: str, schema: str
+    dsn: str, schema: str, db
 ) -> None:
     # The stager's pass comes every 30 s here: only the node's own nudge can be this quick.
     app = Shigoto(**app_settings(dsn), schema=schema, **{**FAST, "stage_interval": 30.0})  # type: ignore[arg-type]
@@ -155,9 +156,18 @@ async def test_dependents_are_released_as_soon_as_their_dependencies_finish(
     chain = [JobSpec.build("step", {"name": "0"})]
     for n in range(1, 4):
         chain.append(JobSpec.build("step", {"name": str(n)}, depends_on=[chain[-1]]))
+    # A job only a stager's pass can make available (it is due, but scheduled): once it
+    # ran, the pass the stager makes at start is over.
+    staged = await app.insert(JobSpec.build("step", {"name": "staged"}, scheduled_in=3600))
+    await db.execute(
+        sql.SQL("UPDATE {} SET scheduled_at = now() WHERE id = %s").format(
+            sql.Identifier(schema, "jobs")
+        ),
+        [staged.id],
+    )
     try:
         await app.start()
-        await asyncio.sleep(0.5)  # past the stager's first pass, which runs at start
+        await _final(app, staged.id)
         jobs = await app.insert_all(chain)
         last = await asyncio.wait_for(_final(app, jobs[-1].id), timeout=5)
     finally:

@@ -101,14 +101,25 @@ async def test_on_job_stopped_fires_for_each_final_state_and_failed_run_on_a_nod
     fast_app: Shigoto,
 ) -> None:
     _workers(fast_app)
+
+    @fast_app.worker(name="later")
+    async def later() -> None: ...
+
     calls, plain = _record(fast_app, look=True)
     for name in EXPECTED:
         await fast_app.enqueue(name)
     await fast_app.start()
     await wait_until(lambda: asyncio.sleep(0, len(calls) == 5 and len(plain) == 5), timeout=20)
-    await asyncio.sleep(0.5)  # nothing more comes
-    assert len(calls) == 5 and len(plain) == 5
-    _check(calls, look=True)
+    # Nothing more comes for those five: a job enqueued now is heard of next, and alone.
+    marker = await later.enqueue()
+
+    def heard() -> bool:
+        return marker.id in plain and any(c[0] == "later" for c in calls)
+
+    await wait_until(lambda: asyncio.sleep(0, heard()), timeout=20)
+    assert len(calls) == 6 and len(plain) == 6 and plain[-1] == marker.id
+    assert [c[0] for c in calls].count("later") == 1
+    _check([c for c in calls if c[0] != "later"], look=True)
 
 
 async def test_on_job_stopped_fires_in_drain_queue(app: Shigoto) -> None:
@@ -391,7 +402,9 @@ async def test_a_node_claims_nothing_while_too_many_outcomes_wait(fast_app: Shig
         acker.add(Ack(10**9 + n, 1, JobState.COMPLETED))
     assert not acker.has_room
     job = await plain.enqueue()
-    await asyncio.sleep(1.0)  # five poll intervals, and the insert's notification
+    # The producer waits for the acker's room and does nothing to wait for meanwhile: this
+    # window (five poll intervals, and the insert's notification) is where it must hold.
+    await asyncio.sleep(1.0)
     assert (await fast_app.get_job(job.id)).state is JobState.AVAILABLE  # type: ignore[union-attr]
 
     node._spawn("acker", acker.run)

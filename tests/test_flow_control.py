@@ -11,7 +11,7 @@ import pytest
 from psycopg import sql
 
 from shigoto import ConfigurationError, JobSpec, JobState, Shigoto
-from tests.conftest import FAST, wait_until
+from tests.conftest import FAST, Seen, wait_until
 
 
 async def _states(app: Shigoto, ids: list[int]) -> list[JobState]:
@@ -42,6 +42,7 @@ async def _work(seconds: float = 0.0) -> None:
 
 async def test_a_paused_queue_claims_nothing_on_any_node_until_resumed(two_nodes) -> None:
     first, second = two_nodes
+    seen = [Seen(app, "queue.poll") for app in two_nodes]
     await first.pause_queue("held")
     assert await second.is_queue_paused("held") and not await second.is_queue_paused("default")
     held = await first.insert_all([JobSpec.build("work", queue="held") for _ in range(5)])
@@ -50,13 +51,16 @@ async def test_a_paused_queue_claims_nothing_on_any_node_until_resumed(two_nodes
         await app.start(queues={"held": 2, "default": 2})
     # The other queue proves both nodes are claiming; the held one stays untouched.
     await wait_until(lambda: _all_in(first, [j.id for j in flowing], JobState.COMPLETED))
-    await asyncio.sleep(3 * FAST["poll_interval"])  # several polls of every node
+    for polls in seen:  # every node polls the held queue twice more, a whole poll interval
+        await polls.more("queue.poll", 2, queue="held")
     assert await _all_in(first, [j.id for j in held], JobState.AVAILABLE)
     # Persisted: a node started after the pause does not claim them either.
     await second.stop(timeout=0)
     await second.start(queues={"held": 2})
-    await asyncio.sleep(3 * FAST["poll_interval"])
+    await seen[1].more("queue.poll", 2, queue="held")
     assert await _all_in(first, [j.id for j in held], JobState.AVAILABLE)
+    for polls in seen:
+        assert {e.data["claimed"] for e in polls.named("queue.poll", queue="held")} == {0}
 
     await second.resume_queue("held")
     assert not await first.is_queue_paused("held")
@@ -65,13 +69,15 @@ async def test_a_paused_queue_claims_nothing_on_any_node_until_resumed(two_nodes
 
 async def test_a_paused_job_is_skipped_while_the_others_run(fast_app: Shigoto) -> None:
     fast_app.worker(name="work")(_work)
+    seen = Seen(fast_app, "queue.poll", "job.claimed")
     paused, *others = await fast_app.insert_all([JobSpec.build("work") for _ in range(6)])
     assert await fast_app.pause_job(paused.id)
     assert await fast_app.is_job_paused(paused.id)
     await fast_app.start()
     await wait_until(lambda: _all_in(fast_app, [j.id for j in others], JobState.COMPLETED))
-    await asyncio.sleep(3 * FAST["poll_interval"])
+    await seen.more("queue.poll", 2, queue="default")  # a whole poll interval
     assert await _states(fast_app, [paused.id]) == [JobState.PAUSED]
+    assert seen.named("job.claimed", job_id=paused.id) == []
 
     assert await fast_app.resume_job(paused.id)
     assert not await fast_app.resume_job(paused.id)  # not paused any more
@@ -93,6 +99,10 @@ async def test_pausing_a_running_job_interrupts_it_and_refunds_its_attempt(
     job = await fast_app.enqueue("long")
     await fast_app.start()
     await asyncio.wait_for(started.wait(), 10)
+    # The pause reaches a running job by signal only: a node whose listener is not connected
+    # yet never hears of it (nothing audits pauses as the lifeline audits cancels).
+    assert fast_app.node is not None and fast_app.node.notifier is not None
+    await asyncio.wait_for(fast_app.node.notifier.connected.wait(), 5)
     assert await fast_app.pause_job(job.id)
     await wait_until(lambda: _all_in(fast_app, [job.id], JobState.PAUSED))
     paused = await fast_app.get_job(job.id)
@@ -117,7 +127,9 @@ async def test_aggressive_node_pause_returns_running_jobs_to_the_queue(fast_app:
     await asyncio.wait_for(both_running.wait(), 10)
     fast_app.pause(mode="aggressive")
     await wait_until(lambda: _all_in(fast_app, [j.id for j in jobs], JobState.AVAILABLE))
-    await asyncio.sleep(3 * FAST["poll_interval"])  # paused: it claims them no more
+    # Paused, the node claims nothing, and so publishes nothing to wait for: it must hold
+    # still through this window of three polls.
+    await asyncio.sleep(3 * FAST["poll_interval"])
     for job in jobs:
         back = await fast_app.get_job(job.id)
         assert back is not None and back.state is JobState.AVAILABLE and back.attempt == 0
@@ -143,6 +155,8 @@ async def test_graceful_node_pause_lets_running_jobs_finish(fast_app: Shigoto) -
     second = await fast_app.enqueue("gated")
     release.set()
     await wait_until(lambda: _all_in(fast_app, [first.id], JobState.COMPLETED))
+    # Paused, the node claims nothing, and so publishes nothing to wait for: it must hold
+    # still through this window of three polls.
     await asyncio.sleep(3 * FAST["poll_interval"])
     assert await _states(fast_app, [second.id]) == [JobState.AVAILABLE]
     fast_app.resume()

@@ -139,10 +139,16 @@ async def test_a_node_that_cannot_heartbeat_stops_claiming(fast_app: Shigoto, db
     async def later() -> None: ...
 
     await fast_app.start()
+    node = fast_app.node
+    assert node is not None
     nodes = sql.Identifier(schema, "nodes")
     await db.execute(sql.SQL("ALTER TABLE {} RENAME TO nodes_away").format(nodes))
-    await asyncio.sleep(1.0)  # past the node's fence time (0.6 s with these settings)
+    # Past the node's fence time (0.6 s with these settings): every heartbeat fails.
+    fence_after = fast_app.config.claim_window
+    await wait_until(lambda: asyncio.sleep(0, (node.heartbeat_age or 0) > fence_after))
     job = await later.enqueue()
+    # A node that may not claim does nothing anyone could wait for (no claim, no event):
+    # this window, five polls and the insert's notification, is where it must hold still.
     await asyncio.sleep(1.0)
     assert await state_of(fast_app, job.id) is JobState.AVAILABLE
     away = sql.Identifier(schema, "nodes_away")

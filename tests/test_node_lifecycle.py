@@ -10,9 +10,9 @@ import time
 
 from psycopg import sql
 
-from shigoto import JobState, Shigoto
+from shigoto import Event, JobState, Shigoto
 from shigoto.db import execution
-from tests.conftest import final, state_of, wait_until
+from tests.conftest import Seen, final, state_of, wait_until
 
 
 async def test_graceful_shutdown_returns_unfinished_jobs_at_once(fast_app: Shigoto) -> None:
@@ -98,11 +98,17 @@ async def test_a_crashing_component_is_restarted(fast_app: Shigoto, db, schema, 
     @fast_app.worker(name="after")
     async def after() -> None: ...
 
+    seen = Seen(fast_app, "component.crashed")
     await fast_app.start()
     nodes = sql.Identifier(schema, "nodes")
     hidden = sql.Identifier("nodes_hidden")
     await db.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(nodes, hidden))
-    await wait_until(lambda: asyncio.sleep(0, result="component lifeline crashed" in caplog.text))
+
+    def crashed() -> list[Event]:
+        return [e for e in seen.named("component.crashed") if e.data["component"] == "lifeline"]
+
+    await seen.until(crashed)
+    assert "component lifeline crashed" in caplog.text
     await db.execute(
         sql.SQL("ALTER TABLE {} RENAME TO nodes").format(sql.Identifier(schema, "nodes_hidden"))
     )

@@ -9,7 +9,7 @@ import os
 import signal
 
 from shigoto import JobState, Shigoto
-from tests.conftest import app_settings, final, wait_until
+from tests.conftest import Seen, app_settings, final, wait_until
 
 
 async def test_an_insert_wakes_an_idle_node_without_polling(dsn: str, schema: str) -> None:
@@ -21,11 +21,12 @@ async def test_an_insert_wakes_an_idle_node_without_polling(dsn: str, schema: st
     async def ping() -> None:
         started.set()
 
+    polls = Seen(app, "queue.poll")
     try:
         await app.start()
         assert app.node is not None and app.node.notifier is not None
         await asyncio.wait_for(app.node.notifier.connected.wait(), 5)
-        await asyncio.sleep(0.3)  # the node's first (startup) claim is over
+        await polls.until(lambda: polls.named("queue.poll"))  # the startup claim is over
         await ping.enqueue()
         await asyncio.wait_for(started.wait(), 2)  # well before the 60 s poll
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from datetime import UTC
 
 import psycopg
@@ -13,6 +14,7 @@ import pytest
 
 from shigoto import JobSpec, Shigoto
 from shigoto.db import pools
+from tests.conftest import wait_until
 
 
 async def _backend(conn) -> int:  # type: ignore[no-untyped-def]
@@ -51,8 +53,10 @@ async def test_a_client_waiting_for_the_pool_gets_the_connection_given_back(
     app = Shigoto(dsn=dsn, schema=schema, pool_min_size=1, pool_max_size=1)
     try:
         async with app.connection() as held:
+            pool = await app.database.pool()
             waiter = asyncio.create_task(_one_statement(app))
-            await asyncio.sleep(0.1)  # the waiter is queued inside the pool
+            # Until the waiter is queued inside the pool.
+            await wait_until(lambda: asyncio.sleep(0, pool.get_stats().get("requests_waiting")))
             assert not waiter.done()
             await held.execute("SELECT 1")
         assert await asyncio.wait_for(waiter, 5) == 1  # not the pool's 30 s timeout
@@ -103,8 +107,11 @@ def test_a_thread_waiting_for_the_sync_pool_gets_the_connection_given_back(dsn: 
         got: list[object] = []
         waiter = threading.Thread(target=lambda: got.append(pool.getconn()))
         waiter.start()
-        waiter.join(0.2)
-        assert waiter.is_alive()  # queued inside the pool
+        deadline = time.monotonic() + 5
+        while not pool.get_stats().get("requests_waiting"):  # until it is queued in the pool
+            assert time.monotonic() < deadline, "the waiter never asked the pool"
+            time.sleep(0.005)
+        assert waiter.is_alive()
         pool.putconn(held)
         waiter.join(1.5)  # well before the pool's 2 s timeout
         assert got == [held]

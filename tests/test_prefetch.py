@@ -49,7 +49,9 @@ async def test_prefetched_jobs_wait_for_a_slot_and_the_limit_holds(prefetching: 
     await prefetching.start()
     # One claim takes five: two run, three wait here, claimed; the sixth stays available.
     await wait_until(lambda: _count_is(prefetching, jobs, JobState.EXECUTING, 5))
-    await asyncio.sleep(3 * FAST["poll_interval"])  # no claim while every slot has a job
+    # No claim while every slot has a job: the producer then does nothing it could publish,
+    # so this window of three polls is where it must hold still.
+    await asyncio.sleep(3 * FAST["poll_interval"])
     assert sorted(started) == [0, 1]
     assert await _states(prefetching, jobs[5:]) == [(JobState.AVAILABLE, 0)]
     release.set()
@@ -100,7 +102,9 @@ async def test_a_graceful_pause_returns_held_jobs_and_lets_running_ones_finish(
     await wait_until(lambda: _count_is(prefetching, jobs, JobState.AVAILABLE, 3))
     release.set()
     await wait_until(lambda: _count_is(prefetching, jobs, JobState.COMPLETED, 2))
-    await asyncio.sleep(3 * FAST["poll_interval"])  # paused: nothing more is claimed
+    # Paused, nothing more is claimed, and nothing is published to wait for: a window of
+    # three polls where the node must hold still.
+    await asyncio.sleep(3 * FAST["poll_interval"])
     assert sorted(await _states(prefetching, jobs)) == sorted(
         [(JobState.COMPLETED, 1)] * 2 + [(JobState.AVAILABLE, 0)] * 3
     )

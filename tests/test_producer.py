@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from psycopg import sql
 
 from shigoto import JobSpec, JobState, Shigoto
-from tests.conftest import FAST, app_settings, final, state_of, wait_until
+from tests.conftest import FAST, Seen, app_settings, final, state_of, wait_until
 
 
 async def _all_in(app: Shigoto, state: JobState, total: int) -> bool:
@@ -84,18 +84,26 @@ async def test_queues_are_added_scaled_and_removed_at_runtime(fast_app: Shigoto)
     @fast_app.worker(name="q", queue="extra")
     async def q() -> None: ...
 
+    seen = Seen(fast_app, "queue.poll")
+
+    def polls(queue: str) -> int:
+        return len(seen.named("queue.poll", queue=queue))
+
     await fast_app.start(queues={"default": 1})
     job = await q.enqueue()
-    await asyncio.sleep(0.5)
-    assert await state_of(fast_app, job.id) is JobState.AVAILABLE  # nobody works "extra" yet
+    await seen.more("queue.poll", 2, queue="default")  # a whole poll interval
+    assert polls("extra") == 0  # nobody works "extra" yet
+    assert await state_of(fast_app, job.id) is JobState.AVAILABLE
     await fast_app.add_queue("extra", 2)
     assert (await final(fast_app, job.id)).state is JobState.COMPLETED
     await fast_app.scale_queue("extra", 5)
     assert fast_app.node is not None and fast_app.node.producers["extra"].limit == 5
     await fast_app.remove_queue("extra")
     assert "extra" not in fast_app.node.producers
+    removed_at = polls("extra")
     later = await q.enqueue()
-    await asyncio.sleep(0.5)
+    await seen.more("queue.poll", 2, queue="default")
+    assert polls("extra") == removed_at
     assert await state_of(fast_app, later.id) is JobState.AVAILABLE
 
 

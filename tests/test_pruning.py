@@ -124,7 +124,9 @@ async def test_only_the_leader_prunes(dsn: str, schema: str, db) -> None:
     )
     try:
         await app.start()
-        await asyncio.sleep(1.0)  # five pruning intervals
+        # A node that is not the leader does not prune, and so does nothing to wait for:
+        # five pruning intervals in which it must archive nothing.
+        await asyncio.sleep(1.0)
         assert await _count(db, schema, "jobs_archive") == 0
         await db.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(schema, "leaders")))
         await wait_until(lambda: _archived(db, schema, 10), timeout=10)

@@ -9,6 +9,7 @@ import time
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from shigoto import JobNotFoundError, JobSpec, JobState, Shigoto
 from tests.conftest import FAST, wait_until
@@ -30,10 +31,25 @@ async def test_wait_for_returns_the_finished_job_with_its_result(fast_app: Shigo
     assert waited < 2.0, waited
 
 
-async def test_wait_for_sees_a_cancel_and_an_already_finished_job(fast_app: Shigoto) -> None:
+async def _marked(db, schema: str, job_id: int) -> None:  # type: ignore[no-untyped-def]
+    """Until a waiter has marked the job as waited for (it listens before it marks)."""
+
+    async def marked() -> bool:
+        query = sql.SQL("SELECT awaited FROM {} WHERE id = %s").format(
+            sql.Identifier(schema, "jobs")
+        )
+        row = await (await db.execute(query, [job_id])).fetchone()
+        return bool(row and row[0])
+
+    await wait_until(marked)
+
+
+async def test_wait_for_sees_a_cancel_and_an_already_finished_job(
+    fast_app: Shigoto, db, schema: str
+) -> None:
     job = await fast_app.insert(JobSpec.build("nobody.runs.this"))
     waiter = asyncio.create_task(fast_app.wait_for(job.id, timeout=10))
-    await asyncio.sleep(0.2)
+    await _marked(db, schema, job.id)
     began = time.monotonic()
     assert await fast_app.cancel(job.id)
     cancelled = await waiter
@@ -51,7 +67,7 @@ async def test_wait_for_times_out_and_knows_missing_jobs(app: Shigoto) -> None:
 
 
 async def test_jobs_nobody_waits_for_send_no_notification(
-    fast_app: Shigoto, dsn: str, schema: str
+    fast_app: Shigoto, dsn: str, schema: str, db
 ) -> None:
     @fast_app.worker(name="noop")
     async def noop() -> None: ...
@@ -61,12 +77,19 @@ async def test_jobs_nobody_waits_for_send_no_notification(
         waited_for = await fast_app.enqueue("noop")
         others = [await fast_app.enqueue("noop") for _ in range(20)]
         waiter = asyncio.create_task(fast_app.wait_for(waited_for.id, timeout=10))
-        await asyncio.sleep(0.2)  # the waiter has marked its job
+        await _marked(db, schema, waited_for.id)
         await fast_app.start()
         await waiter
         for job in others:
             await fast_app.wait_for(job.id, timeout=10)  # marks each, but after it finished
-        payloads = [note.payload async for note in listener.notifies(timeout=0.5)]
+        # Notifications come in the order their transactions committed: once this one is
+        # here, every outcome's would have been.
+        await db.execute("SELECT pg_notify(%s, 'end')", [f"{schema}.jobs_finished"])
+        payloads: list[str] = []
+        async for note in listener.notifies(timeout=10):
+            if note.payload == "end":
+                break
+            payloads.append(note.payload)
     assert payloads == [str(waited_for.id)]
 
 
