@@ -12,18 +12,12 @@ job = await send_email.enqueue({"to": "a@b.c", "subject": "Hi"})
 """
 
 from shigoto._version import __version__
-from shigoto.admin import JobFilter, JobPage, QueueStatus, Status
+from shigoto.admin import BulkWhere, JobFilter, JobPage, ListWhere, QueueStatus, Status
 from shigoto.app import Shigoto, SyncShigoto
 from shigoto.config import Config
-from shigoto.events import Event, EventStream
-from shigoto.features.batches import Batch
-from shigoto.features.unique import Unique
-from shigoto.job import FINAL_STATES, Job, JobSpec, JobState, Ref
-from shigoto.outcomes import (
-    Cancel,
+from shigoto.errors import (
     ConfigurationError,
     DatabaseUnavailable,
-    Discard,
     DuplicateWorkerError,
     EmbeddedServerUnavailable,
     InvalidEventError,
@@ -33,11 +27,14 @@ from shigoto.outcomes import (
     MigrationError,
     PoolExhausted,
     ResultNotStored,
-    RetryAfter,
     ShigotoError,
-    Snooze,
     UnknownWorkerError,
 )
+from shigoto.events import Event, EventStream
+from shigoto.features.batches import Batch
+from shigoto.features.unique import Unique
+from shigoto.job import FINAL_STATES, Job, JobSpec, JobState, Ref
+from shigoto.outcomes import Cancel, Discard, RetryAfter, Snooze
 from shigoto.runtime.context import current_job, dependency_results, report_progress
 from shigoto.schedules import Cron, Daily, Every, Schedule, ScheduleInfo, Weekly
 from shigoto.worker import FunctionWorker, Worker
@@ -45,6 +42,7 @@ from shigoto.worker import FunctionWorker, Worker
 __all__ = [
     "FINAL_STATES",
     "Batch",
+    "BulkWhere",
     "Cancel",
     "Config",
     "ConfigurationError",
@@ -67,6 +65,7 @@ __all__ = [
     "JobPage",
     "JobSpec",
     "JobState",
+    "ListWhere",
     "MigrationError",
     "PoolExhausted",
     "QueueStatus",

@@ -1,4 +1,8 @@
-"""The shapes of admin queries: filters in, pages and status out."""
+"""The shapes of admin queries: filters in, pages and status out.
+
+app.list_jobs(state="retryable", queue="emails")        # keywords of `ListWhere`
+app.cancel_by(tags=["import-42"], states=["scheduled"])  # keywords of `BulkWhere`
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack, get_type_hints
 
 from shigoto import _validate as check
 from shigoto.job import FINAL_STATES, Job, JobState, job_states
@@ -22,6 +26,7 @@ RETRYABLE_STATES = (
 )
 
 StrOrList = str | Iterable[str] | None
+StateOrList = JobState | str | Iterable[JobState | str] | None
 
 
 def _names(value: StrOrList, field: str, check_one: Any) -> list[str] | None:
@@ -34,6 +39,41 @@ def _names(value: StrOrList, field: str, check_one: Any) -> list[str] | None:
             field, f"must be a name or a list of names, got {type(value).__name__}"
         )
     return [check_one(item, field) for item in value]
+
+
+class _Where(TypedDict, total=False):
+    queue: StrOrList
+    worker: StrOrList
+    tags: Iterable[str] | None
+    since: datetime | None
+    until: datetime | None
+
+
+class ListWhere(_Where, total=False):
+    """The filter keywords of `list_jobs`, each optional: `state` (one or several),
+    `queue` and `worker` (one name or several), `tags` (jobs carrying all of them),
+    `since`/`until` (bounds on `inserted_at`)."""
+
+    state: StateOrList
+
+
+class BulkWhere(_Where, total=False):
+    """The filter keywords of `cancel_by`, `retry_by` and `delete_by`: `queue`, `worker`,
+    `tags`, `since`, `until` as in `ListWhere`, and `states`, the states to act on."""
+
+    states: Iterable[JobState | str] | None
+
+
+LIST_KEYWORDS = tuple(get_type_hints(ListWhere))
+BULK_KEYWORDS = tuple(get_type_hints(BulkWhere))
+
+
+def _known(where: _Where, keywords: tuple[str, ...]) -> None:
+    """Refuse a keyword that is not one of `keywords`: `**where` takes any at run time,
+    and a misspelt filter must not quietly match more jobs than meant."""
+    for name in where:
+        if name not in keywords:
+            raise InvalidJobError(name, f"not a filter; the filters are {', '.join(keywords)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,20 +91,31 @@ class JobFilter:
     until: datetime | None = None
 
     @classmethod
-    def build(
-        cls,
-        *,
-        state: JobState | str | Iterable[JobState | str] | None = None,
-        queue: StrOrList = None,
-        worker: StrOrList = None,
-        tags: Iterable[str] | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+    def build(cls, **where: Unpack[ListWhere]) -> JobFilter:
+        """The filter of `list_jobs`'s keywords, each checked."""
+        _known(where, LIST_KEYWORDS)
+        return cls._of(where.get("state"), where)
+
+    @classmethod
+    def bulk(
+        cls, allowed: Iterable[JobState], default: Iterable[JobState], /, **where: Unpack[BulkWhere]
     ) -> JobFilter:
+        """The filter of a bulk call's keywords (`cancel_by`, `retry_by`, `delete_by`), each
+        checked: at least one given, `states` among `allowed` (`default` when unset)."""
+        _known(where, BULK_KEYWORDS)
+        filter_ = cls._of(where.get("states"), where)
+        if filter_.is_empty():
+            *most, last = BULK_KEYWORDS
+            raise InvalidJobError("filter", f"give at least one of {', '.join(most)} or {last}")
+        return filter_.only_states(allowed, default)
+
+    @classmethod
+    def _of(cls, state: StateOrList, where: _Where) -> JobFilter:
+        tags, since, until = where.get("tags"), where.get("since"), where.get("until")
         return cls(
             states=None if state is None else job_states(state),
-            queues=_names(queue, "queue", check.queue),
-            workers=_names(worker, "worker", check.worker_name),
+            queues=_names(where.get("queue"), "queue", check.queue),
+            workers=_names(where.get("worker"), "worker", check.worker_name),
             tags=None if tags is None else check.tags(tags),
             since=None if since is None else check.aware_datetime(since, "since"),
             until=None if until is None else check.aware_datetime(until, "until"),

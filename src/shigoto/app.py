@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
-from typing import Any, TypeVar, overload
+from datetime import timedelta
+from typing import Any, TypeVar, Unpack, overload
 
 import psycopg
 
-from shigoto.admin import JobPage, Status
+from shigoto.admin import BulkWhere, JobPage, ListWhere, Status
 from shigoto.app_hooks import AppHooks
 from shigoto.commands import Commands, needs_transaction
 from shigoto.config import Config
@@ -28,7 +28,7 @@ from shigoto.db.queries import Queries
 from shigoto.events import EventBus
 from shigoto.features.batches import Batch
 from shigoto.health import Health, check_health
-from shigoto.job import FINAL_STATES, Job, JobSpec, JobState
+from shigoto.job import FINAL_STATES, Job, JobSpec
 from shigoto.outcomes import ConfigurationError
 from shigoto.runtime import drain
 from shigoto.runtime.node import Node
@@ -286,82 +286,43 @@ class Shigoto(AppHooks):
         return await self.database.wait_for(job_id, timeout)
 
     async def list_jobs(
-        self,
-        *,
-        state: JobState | str | Iterable[JobState | str] | None = None,
-        queue: str | Iterable[str] | None = None,
-        worker: str | Iterable[str] | None = None,
-        tags: Iterable[str] | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = 50,
-        after: int | None = None,
+        self, *, limit: int = 50, after: int | None = None, **where: Unpack[ListWhere]
     ) -> JobPage:
-        """Jobs newest first; `after=page.next_cursor` fetches the next page. `since`/`until`
-        bound `inserted_at`; `tags` matches jobs that carry all of them."""
-        where = {"state": state, "queue": queue, "worker": worker, "tags": tags}
-        page = self.commands.list_jobs(**where, since=since, until=until, limit=limit, after=after)
+        """Jobs newest first; `after=page.next_cursor` fetches the next page. Filters
+        (`ListWhere`): `state`, `queue`, `worker` (each one or several), `tags` (jobs that
+        carry all of them), `since`/`until` (bounds on `inserted_at`)."""
+        page = self.commands.list_jobs(limit=limit, after=after, **where)
         return await self.database.run(page)
 
     async def cancel(self, job_id: int) -> bool:
         """Cancel one unfinished job; False if it does not exist or had already finished."""
-        return self.commands.cancelled(
-            job_id, await self.database.run(self.commands.cancel(job_id))
-        )
+        done = await self.database.run(self.commands.change_job("cancel", job_id))
+        return self.commands.cancelled(job_id, done)
 
     async def retry(self, job_id: int) -> bool:
         """Make a scheduled, retryable or finished job available now (with one more attempt)."""
-        return await self.database.run(self.commands.retry(job_id))
+        return await self.database.run(self.commands.change_job("retry", job_id))
 
     async def delete(self, job_id: int) -> bool:
         """Delete one job that is not executing; False if there was none to delete."""
-        return await self.database.run(self.commands.delete(job_id))
+        return await self.database.run(self.commands.change_job("delete", job_id))
 
-    async def cancel_by(
-        self,
-        *,
-        queue: str | Iterable[str] | None = None,
-        worker: str | Iterable[str] | None = None,
-        tags: Iterable[str] | None = None,
-        states: Iterable[JobState | str] | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> int:
+    async def cancel_by(self, **where: Unpack[BulkWhere]) -> int:
         """Cancel every matching job (default: all not executing or finished); returns a count.
-        `since`/`until` bound `inserted_at`. Works in batches of 5,000, each a short
+        Filters (`BulkWhere`, at least one): `queue`, `worker`, `tags`, `states`, `since`,
+        `until` (bounds on `inserted_at`). Works in batches of 5,000, each a short
         transaction of its own, so that a million matching jobs never hold locks for long."""
-        where = {"queue": queue, "worker": worker, "tags": tags, "states": states}
-        return await self.database.run(self.commands.cancel_by(**where, since=since, until=until))
+        return await self.database.run(self.commands.cancel_by(**where))
 
-    async def retry_by(
-        self,
-        *,
-        queue: str | Iterable[str] | None = None,
-        worker: str | Iterable[str] | None = None,
-        tags: Iterable[str] | None = None,
-        states: Iterable[JobState | str] | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> int:
+    async def retry_by(self, **where: Unpack[BulkWhere]) -> int:
         """Retry every matching job (default states: discarded, cancelled); returns a count.
-        Batched like `cancel_by`."""
-        where = {"queue": queue, "worker": worker, "tags": tags, "states": states}
-        return await self.database.run(self.commands.retry_by(**where, since=since, until=until))
+        Filters and batches as `cancel_by`'s."""
+        return await self.database.run(self.commands.retry_by(**where))
 
-    async def delete_by(
-        self,
-        *,
-        queue: str | Iterable[str] | None = None,
-        worker: str | Iterable[str] | None = None,
-        tags: Iterable[str] | None = None,
-        states: Iterable[JobState | str] | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> int:
+    async def delete_by(self, **where: Unpack[BulkWhere]) -> int:
         """Delete every matching job (default states: completed, discarded, cancelled; never
-        an executing one); returns a count. Batched like `cancel_by`."""
-        where = {"queue": queue, "worker": worker, "tags": tags, "states": states}
-        return await self.database.run(self.commands.delete_by(**where, since=since, until=until))
+        an executing one); returns a count. Filters and batches as `cancel_by`'s."""
+        return await self.database.run(self.commands.delete_by(**where))
 
     async def delete_finished(
         self, *, older_than: float | timedelta = 0, queue: str | Iterable[str] | None = None
@@ -403,8 +364,8 @@ class Shigoto(AppHooks):
         `options` are job options for each firing, plus `catch_up`: a window (seconds or
         timedelta, default 60 minutes), "latest" or "none".
         """
-        operation = self.commands.schedule(name, schedule, worker, args, options)
-        return await self.database.run(operation)
+        entry = self.commands.schedule_entry(name, schedule, worker, args, options)
+        return await self.database.run(self.commands.schedule(entry))
 
     async def unschedule(self, name: str) -> bool:
         """Delete a schedule; False if there was none of that name."""
@@ -417,11 +378,11 @@ class Shigoto(AppHooks):
     async def pause_job(self, job_id: int) -> bool:
         """Keep a job from being claimed (a running one is interrupted and paused, its
         attempt refunded); False if it is finished or missing."""
-        return await self.database.run(self.commands.pause_job(job_id))
+        return await self.database.run(self.commands.change_job("pause", job_id))
 
     async def resume_job(self, job_id: int) -> bool:
         """Let a paused job run again; False if it was not paused."""
-        return await self.database.run(self.commands.resume_job(job_id))
+        return await self.database.run(self.commands.change_job("resume", job_id))
 
     async def is_job_paused(self, job_id: int) -> bool:
         """Whether the job is paused."""

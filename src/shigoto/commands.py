@@ -19,11 +19,19 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, Unpack
 
 from shigoto import _validate as check
 from shigoto import events
-from shigoto.admin import CANCELLABLE_STATES, RETRYABLE_STATES, JobFilter, JobPage, Status
+from shigoto.admin import (
+    CANCELLABLE_STATES,
+    RETRYABLE_STATES,
+    BulkWhere,
+    JobFilter,
+    JobPage,
+    ListWhere,
+    Status,
+)
 from shigoto.config import Config
 from shigoto.db import batches, inserting, maintenance, managing, migrator, reading, scheduling
 from shigoto.db.operations import Operation
@@ -299,20 +307,9 @@ class Commands:
     def get_job(self, job_id: int) -> Operation[Job | None]:
         return reading.get_job(self.queries, check.job_id(job_id))
 
-    def cancel(self, job_id: int) -> Operation[bool]:
-        return managing.cancel(self.queries, check.job_id(job_id))
-
-    def retry(self, job_id: int) -> Operation[bool]:
-        return managing.retry(self.queries, check.job_id(job_id))
-
-    def delete(self, job_id: int) -> Operation[bool]:
-        return managing.delete(self.queries, check.job_id(job_id))
-
-    def pause_job(self, job_id: int) -> Operation[bool]:
-        return managing.pause_job(self.queries, check.job_id(job_id))
-
-    def resume_job(self, job_id: int) -> Operation[bool]:
-        return managing.resume_job(self.queries, check.job_id(job_id))
+    def change_job(self, change: managing.JobChange, job_id: int) -> Operation[bool]:
+        """Cancel, retry, delete, pause or resume one job; whether it did."""
+        return managing.change_job(self.queries, change, check.job_id(job_id))
 
     def is_job_paused(self, job_id: int) -> Operation[bool]:
         job = yield from reading.get_job(self.queries, check.job_id(job_id))
@@ -324,52 +321,27 @@ class Commands:
     # -- many jobs -------------------------------------------------------------------------
 
     def list_jobs(
-        self,
-        *,
-        state: JobState | str | Iterable[JobState | str] | None,
-        queue: str | Iterable[str] | None,
-        worker: str | Iterable[str] | None,
-        tags: Iterable[str] | None,
-        since: datetime | None,
-        until: datetime | None,
-        limit: int,
-        after: int | None,
+        self, *, limit: int, after: int | None, **where: Unpack[ListWhere]
     ) -> Operation[JobPage]:
         check.integer(limit, "limit", (1, MAX_PAGE))
         if after is not None:
             check.integer(after, "after", (1, 2**63 - 1))
-        where = JobFilter.build(
-            state=state, queue=queue, worker=worker, tags=tags, since=since, until=until
-        )
-        return reading.list_jobs(self.queries, where, limit=limit, after=after)
+        return reading.list_jobs(self.queries, JobFilter.build(**where), limit=limit, after=after)
 
-    @staticmethod
-    def _bulk_filter(
-        where: dict[str, Any], allowed: Sequence[JobState], default: Sequence[JobState]
-    ) -> JobFilter:
-        states = where.pop("states", None)
-        filter_ = JobFilter.build(state=states, **where)
-        if filter_.is_empty():
-            raise InvalidJobError(
-                "filter", "give at least one of queue, worker, tags, states, since or until"
-            )
-        return filter_.only_states(allowed, default)
-
-    def cancel_by(self, **where: Any) -> Operation[int]:
-        """`where`: queue, worker, tags, states, since, until (see `Shigoto.cancel_by`)."""
+    def cancel_by(self, **where: Unpack[BulkWhere]) -> Operation[int]:
         default = [s for s in CANCELLABLE_STATES if s is not JobState.EXECUTING]
         return managing.cancel_by(
-            self.queries, self._bulk_filter(where, CANCELLABLE_STATES, default)
+            self.queries, JobFilter.bulk(CANCELLABLE_STATES, default, **where)
         )
 
-    def retry_by(self, **where: Any) -> Operation[int]:
+    def retry_by(self, **where: Unpack[BulkWhere]) -> Operation[int]:
         default = [JobState.DISCARDED, JobState.CANCELLED]
-        return managing.retry_by(self.queries, self._bulk_filter(where, RETRYABLE_STATES, default))
+        return managing.retry_by(self.queries, JobFilter.bulk(RETRYABLE_STATES, default, **where))
 
-    def delete_by(self, **where: Any) -> Operation[int]:
+    def delete_by(self, **where: Unpack[BulkWhere]) -> Operation[int]:
         deletable = [s for s in JobState if s is not JobState.EXECUTING]
         finished = [s for s in JobState if s in FINAL_STATES]
-        return managing.delete_by(self.queries, self._bulk_filter(where, deletable, finished))
+        return managing.delete_by(self.queries, JobFilter.bulk(deletable, finished, **where))
 
     def delete_finished(
         self, older_than: float | timedelta, queue: str | Iterable[str] | None
@@ -427,17 +399,9 @@ class Commands:
 
     # -- schedules -------------------------------------------------------------------------
 
-    def schedule(
-        self,
-        name: str,
-        schedule: Schedule | str,
-        worker: Any,
-        args: Mapping[str, Any] | None = None,
-        options: Mapping[str, Any] | None = None,
-    ) -> Operation[ScheduleInfo]:
-        return scheduling.save(
-            self.queries, self.schedule_entry(name, schedule, worker, args, options)
-        )
+    def schedule(self, entry: ScheduleInfo) -> Operation[ScheduleInfo]:
+        """Save a schedule (made by `schedule_entry`), created or redefined."""
+        return scheduling.save(self.queries, entry)
 
     def unschedule(self, name: str) -> Operation[bool]:
         return scheduling.delete(self.queries, name)

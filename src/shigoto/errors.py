@@ -128,23 +128,25 @@ class MigrationError(ShigotoError):
     """The database schema is missing, newer than this code, or could not be migrated."""
 
 
-# A job's `errors` record an error by module and name: these keep the names they were
-# recorded under before this module was split from `shigoto.outcomes` (which still
-# exports them), so that a job's history names one error one way.
-for _error in (
-    ShigotoError,
-    ConfigurationError,
-    EmbeddedServerUnavailable,
-    InvalidJobError,
-    InvalidEventError,
-    InvalidScheduleError,
-    JobNotFoundError,
-    UnknownWorkerError,
-    DuplicateWorkerError,
-    DatabaseUnavailable,
-    PoolExhausted,
-    ResultNotStored,
-    MigrationError,
-):
-    _error.__module__ = "shigoto.outcomes"
-del _error
+__all__ = [
+    "ConfigurationError",
+    "DatabaseUnavailable",
+    "DuplicateWorkerError",
+    "EmbeddedServerUnavailable",
+    "InvalidEventError",
+    "InvalidJobError",
+    "InvalidScheduleError",
+    "JobNotFoundError",
+    "MigrationError",
+    "PoolExhausted",
+    "ResultNotStored",
+    "ShigotoError",
+    "UnknownWorkerError",
+]
+
+# A job's `errors` record an error by module and name, and pickle finds a class by them:
+# these keep the names they had before this module was split from `shigoto.outcomes`
+# (which still exports them), so that a job's history names one error one way.
+for _name in __all__:
+    globals()[_name].__module__ = "shigoto.outcomes"
+del _name

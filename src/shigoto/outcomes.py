@@ -13,22 +13,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from shigoto import _validate
-from shigoto.errors import (
-    ConfigurationError,
-    DatabaseUnavailable,
-    DuplicateWorkerError,
-    EmbeddedServerUnavailable,
-    InvalidEventError,
-    InvalidJobError,
-    InvalidScheduleError,
-    JobNotFoundError,
-    MigrationError,
-    PoolExhausted,
-    ResultNotStored,
-    ShigotoError,
-    UnknownWorkerError,
-)
+from shigoto import _validate, errors
+from shigoto.errors import *  # noqa: F403 - shigoto's errors are named shigoto.outcomes.<Name>
 
 
 class Outcome(Exception):
@@ -68,23 +54,5 @@ class Discard(Outcome):
         super().__init__(reason or "discarded")
 
 
-__all__ = [
-    "Cancel",
-    "ConfigurationError",
-    "DatabaseUnavailable",
-    "Discard",
-    "DuplicateWorkerError",
-    "EmbeddedServerUnavailable",
-    "InvalidEventError",
-    "InvalidJobError",
-    "InvalidScheduleError",
-    "JobNotFoundError",
-    "MigrationError",
-    "Outcome",
-    "PoolExhausted",
-    "ResultNotStored",
-    "RetryAfter",
-    "ShigotoError",
-    "Snooze",
-    "UnknownWorkerError",
-]
+__all__ = ["Cancel", "Discard", "Outcome", "RetryAfter", "Snooze"]
+__all__ += errors.__all__

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime, timedelta
-from typing import Any, Protocol
+from datetime import timedelta
+from typing import Any, Protocol, Unpack
 
 import psycopg
 
-from shigoto.admin import JobPage, Status
+from shigoto.admin import BulkWhere, JobPage, ListWhere, Status
 from shigoto.commands import Commands, needs_transaction
 from shigoto.db.database import SyncDatabase
 from shigoto.features.batches import Batch
 from shigoto.health import Checked, Health, check_health_sync
-from shigoto.job import Job, JobSpec, JobState
+from shigoto.job import Job, JobSpec
 from shigoto.schedules import Schedule, ScheduleInfo
 
 
@@ -161,91 +161,40 @@ class SyncShigoto:
         return self.database.wait_for(job_id, timeout)
 
     def list_jobs(
-        self,
-        *,
-        state: JobState | str | Iterable[JobState | str] | None = None,
-        queue: str | Iterable[str] | None = None,
-        worker: str | Iterable[str] | None = None,
-        tags: Iterable[str] | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = 50,
-        after: int | None = None,
+        self, *, limit: int = 50, after: int | None = None, **where: Unpack[ListWhere]
     ) -> JobPage:
-        """Jobs newest first; `after=page.next_cursor` fetches the next page."""
-        operation = self.commands.list_jobs(
-            state=state,
-            queue=queue,
-            worker=worker,
-            tags=tags,
-            since=since,
-            until=until,
-            limit=limit,
-            after=after,
-        )
-        return self.database.run(operation)
+        """Jobs newest first; `after=page.next_cursor` fetches the next page. Filters
+        (`ListWhere`): `state`, `queue`, `worker`, `tags`, `since`, `until`."""
+        return self.database.run(self.commands.list_jobs(limit=limit, after=after, **where))
 
     def cancel(self, job_id: int) -> bool:
         """Cancel one unfinished job; False if it does not exist or had already finished."""
-        return self.commands.cancelled(job_id, self.database.run(self.commands.cancel(job_id)))
+        done = self.database.run(self.commands.change_job("cancel", job_id))
+        return self.commands.cancelled(job_id, done)
 
     def retry(self, job_id: int) -> bool:
         """Make a scheduled, retryable or finished job available now (with one more attempt)."""
-        return self.database.run(self.commands.retry(job_id))
+        return self.database.run(self.commands.change_job("retry", job_id))
 
     def delete(self, job_id: int) -> bool:
         """Delete one job that is not executing; False if there was none to delete."""
-        return self.database.run(self.commands.delete(job_id))
+        return self.database.run(self.commands.change_job("delete", job_id))
 
-    def cancel_by(
-        self,
-        *,
-        queue: str | Iterable[str] | None = None,
-        worker: str | Iterable[str] | None = None,
-        tags: Iterable[str] | None = None,
-        states: Iterable[JobState | str] | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> int:
+    def cancel_by(self, **where: Unpack[BulkWhere]) -> int:
         """Cancel every matching job (default: all not executing or finished); returns a
-        count. Batched as `Shigoto.cancel_by` is."""
-        operation = self.commands.cancel_by(
-            queue=queue, worker=worker, tags=tags, states=states, since=since, until=until
-        )
-        return self.database.run(operation)
+        count. Filters (`BulkWhere`, at least one): `queue`, `worker`, `tags`, `states`,
+        `since`, `until`. Batched as `Shigoto.cancel_by` is."""
+        return self.database.run(self.commands.cancel_by(**where))
 
-    def retry_by(
-        self,
-        *,
-        queue: str | Iterable[str] | None = None,
-        worker: str | Iterable[str] | None = None,
-        tags: Iterable[str] | None = None,
-        states: Iterable[JobState | str] | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> int:
-        """Retry every matching job (default states: discarded, cancelled); returns a count."""
-        operation = self.commands.retry_by(
-            queue=queue, worker=worker, tags=tags, states=states, since=since, until=until
-        )
-        return self.database.run(operation)
+    def retry_by(self, **where: Unpack[BulkWhere]) -> int:
+        """Retry every matching job (default states: discarded, cancelled); returns a count.
+        Filters as `cancel_by`'s."""
+        return self.database.run(self.commands.retry_by(**where))
 
-    def delete_by(
-        self,
-        *,
-        queue: str | Iterable[str] | None = None,
-        worker: str | Iterable[str] | None = None,
-        tags: Iterable[str] | None = None,
-        states: Iterable[JobState | str] | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> int:
+    def delete_by(self, **where: Unpack[BulkWhere]) -> int:
         """Delete every matching job (default states: completed, discarded, cancelled; never
-        an executing one); returns a count."""
-        operation = self.commands.delete_by(
-            queue=queue, worker=worker, tags=tags, states=states, since=since, until=until
-        )
-        return self.database.run(operation)
+        an executing one); returns a count. Filters as `cancel_by`'s."""
+        return self.database.run(self.commands.delete_by(**where))
 
     def delete_finished(
         self, *, older_than: float | timedelta = 0, queue: str | Iterable[str] | None = None
@@ -276,7 +225,8 @@ class SyncShigoto:
         **options: Any,
     ) -> ScheduleInfo:
         """Create or redefine a persisted schedule (see `Shigoto.schedule`)."""
-        return self.database.run(self.commands.schedule(name, schedule, worker, args, options))
+        entry = self.commands.schedule_entry(name, schedule, worker, args, options)
+        return self.database.run(self.commands.schedule(entry))
 
     def unschedule(self, name: str) -> bool:
         """Delete a schedule; False if there was none of that name."""
@@ -291,11 +241,11 @@ class SyncShigoto:
     def pause_job(self, job_id: int) -> bool:
         """Keep a job from being claimed (a running one is interrupted and paused, its
         attempt refunded); False if it is finished or missing."""
-        return self.database.run(self.commands.pause_job(job_id))
+        return self.database.run(self.commands.change_job("pause", job_id))
 
     def resume_job(self, job_id: int) -> bool:
         """Let a paused job run again; False if it was not paused."""
-        return self.database.run(self.commands.resume_job(job_id))
+        return self.database.run(self.commands.change_job("resume", job_id))
 
     def is_job_paused(self, job_id: int) -> bool:
         """Whether the job is paused."""

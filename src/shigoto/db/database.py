@@ -37,12 +37,24 @@ from shigoto.job import Job
 from shigoto.outcomes import ConfigurationError, DatabaseUnavailable, JobNotFoundError
 
 T = TypeVar("T")
+C = TypeVar("C")
 
 EXHAUSTED_HINT = (
     "; each app.connection() block (yours, or a job's) holds one until it ends: "
     "raise pool_max_size, or hold connections for less time"
 )
 RECHECK = 5.0  # seconds between looks at a waited-for job when no notification comes
+
+
+def _callers(conn: object, kind: type[C], operation: Operation[Any], instead: str) -> C:
+    """The caller's connection `conn`, if it is of the `kind` this database runs on; else
+    `operation` is dropped unsent and a `ConfigurationError` says what to do `instead`."""
+    if isinstance(conn, kind):
+        return conn
+    operation.close()
+    raise ConfigurationError(
+        f"conn: expected a psycopg.{kind.__name__}, got {type(conn).__name__}; with {instead}"
+    )
 
 
 class _Settings:
@@ -151,12 +163,9 @@ class Database(_Settings):
         """Run `operation` on the caller's connection `conn` (a `psycopg.AsyncConnection`,
         whose transaction it joins) or, without one, on a connection of the app's pool."""
         if conn is not None:
-            if not isinstance(conn, psycopg.AsyncConnection):
-                operation.close()
-                raise ConfigurationError(
-                    f"conn: expected a psycopg.AsyncConnection, got {type(conn).__name__}; "
-                    "with a sync connection use app.sync"
-                )
+            conn = _callers(
+                conn, psycopg.AsyncConnection, operation, "a sync connection use app.sync"
+            )
             return await run_async(conn, operation, transaction=transaction)
         pool = self._pool or await self.pool()
         return await self.run_in(pool, operation, transaction=transaction)
@@ -288,12 +297,9 @@ class SyncDatabase(_Settings):
     def run(self, operation: Operation[T], conn: Any = None, *, transaction: bool = False) -> T:
         """Run `operation` on the caller's `psycopg.Connection` or on the facade's pool."""
         if conn is not None:
-            if not isinstance(conn, psycopg.Connection):
-                operation.close()
-                raise ConfigurationError(
-                    f"conn: expected a psycopg.Connection, got {type(conn).__name__}; "
-                    "with an async connection use the async API"
-                )
+            conn = _callers(
+                conn, psycopg.Connection, operation, "an async connection use the async API"
+            )
             return run_sync(conn, operation, transaction=transaction)
         pool = self._pool or self.pool()
         try:

@@ -1,7 +1,7 @@
 """Admin changes to jobs and queues: cancel, retry, delete, pause and resume, one job
 or every job a filter matches; and the signal that tells every node of a change.
 
-    cancelled = await run_async(conn, cancel(q, 42))
+    cancelled = await run_async(conn, change_job(q, "cancel", 42))
     count = await run_async(conn, retry_by(q, JobFilter(queues=["emails"])))
 
 A job that was running when it was cancelled or paused is stopped by its node, told by
@@ -11,7 +11,7 @@ A job that was running when it was cancelled or paused is stopped by its node, t
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from shigoto.admin import JobFilter
 from shigoto.db.operations import Operation, Statement
@@ -22,33 +22,23 @@ BULK_BATCH = 5_000  # rows per statement of cancel_by, retry_by and delete_by
 SIGNAL_IDS = 500  # ids per NOTIFY payload, well under PostgreSQL's 8,000-byte limit
 
 
-def cancel(q: Queries, job_id: int) -> Operation[bool]:
-    return (yield from _change(q, "cancel_job", job_id, stop="cancel"))
+# What an admin call can do to one job; a job that was running when it was cancelled or
+# paused is then stopped by its node.
+JobChange = Literal["cancel", "retry", "delete", "pause", "resume"]
+STOPS_RUNNING: frozenset[JobChange] = frozenset({"cancel", "pause"})
 
 
-def retry(q: Queries, job_id: int) -> Operation[bool]:
-    return (yield from _change(q, "retry_job", job_id))
-
-
-def delete(q: Queries, job_id: int) -> Operation[bool]:
-    return (yield from _change(q, "delete_job", job_id))
-
-
-def pause_job(q: Queries, job_id: int) -> Operation[bool]:
-    return (yield from _change(q, "pause_job", job_id, stop="pause"))
-
-
-def resume_job(q: Queries, job_id: int) -> Operation[bool]:
-    return (yield from _change(q, "resume_job", job_id))
-
-
-def _change(q: Queries, query: str, job_id: int, *, stop: str | None = None) -> Operation[bool]:
-    """Run `query` on one job; whether it changed it (the job exists, in a state that
-    allows it). With `stop`, a job that was running is then stopped by its node, told
-    `stop` (the query returns the job's previous state)."""
-    result = yield Statement(q.sql(query), {"id": job_id})
-    if stop and result.rows and result.rows[0]["previous_state"] == JobState.EXECUTING:
-        yield from signal(q, {"action": stop, "ids": [job_id]})
+def change_job(q: Queries, change: JobChange, job_id: int) -> Operation[bool]:
+    """Run `<change>_job.sql` on one job; whether it changed it (the job exists, in a
+    state that allows it). A change that stops a running job tells its node (the query
+    returns the job's previous state)."""
+    result = yield Statement(q.sql(f"{change}_job"), {"id": job_id})
+    if (
+        change in STOPS_RUNNING
+        and result.rows
+        and result.rows[0]["previous_state"] == JobState.EXECUTING
+    ):
+        yield from signal(q, {"action": change, "ids": [job_id]})
     return bool(result.rows)
 
 
