@@ -22,7 +22,7 @@ from rich.text import Text
 from shigoto.app import Shigoto
 from shigoto.cli.console import age, err, fail, out
 from shigoto.cli.context import open_app
-from shigoto.cli.options import AppOption, DsnOption, SchemaOption
+from shigoto.cli.options import AppOption, DsnOption, JsonLinesOption, SchemaOption
 from shigoto.cli.root import cli
 from shigoto.job import Job, JobSpec
 
@@ -38,7 +38,7 @@ def list_jobs(
     tag: Annotated[list[str] | None, typer.Option("--tag", help="Jobs with all tags.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many jobs.")] = 50,
     after: Annotated[int | None, typer.Option(help="Jobs older than this id (next page).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    as_json: JsonLinesOption = False,
     dsn: DsnOption = None,
     schema: SchemaOption = None,
     app: AppOption = None,

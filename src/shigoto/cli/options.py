@@ -1,4 +1,5 @@
-"""The options every admin command shares: which database and schema, or which app.
+"""The options admin commands share: which database and schema, or which app; `--json`
+for a listing.
 
     @cli.command()
     def status(dsn: DsnOption = None, schema: SchemaOption = None, app: AppOption = None): ...
@@ -34,3 +35,4 @@ AppOption = Annotated[
         show_default=False,
     ),
 ]
+JsonLinesOption = Annotated[bool, typer.Option("--json", help="One JSON object per line.")]

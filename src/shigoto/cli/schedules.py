@@ -9,7 +9,7 @@ Times are shown as ages ('5m ago', 'in 5m'); `--json` gives ISO 8601 times.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -17,7 +17,7 @@ from rich.text import Text
 
 from shigoto.cli.console import out, when
 from shigoto.cli.context import open_app
-from shigoto.cli.options import AppOption, DsnOption, SchemaOption
+from shigoto.cli.options import AppOption, DsnOption, JsonLinesOption, SchemaOption
 from shigoto.cli.root import cli
 from shigoto.schedules import Every, Schedule, ScheduleInfo
 
@@ -27,7 +27,7 @@ cli.add_typer(cron_cli, name="cron")
 
 @cron_cli.command("list")
 def list_schedules(
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    as_json: JsonLinesOption = False,
     dsn: DsnOption = None,
     schema: SchemaOption = None,
     app: AppOption = None,
