@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from psycopg import sql
 
-from shigoto import JobSpec, JobState, Shigoto
+from shigoto import JobSpec, JobState, Shigoto, Snooze
 from tests.conftest import FAST, Seen, app_settings, final, state_of, wait_until
 
 
@@ -182,3 +182,35 @@ async def test_a_claim_that_returns_after_a_pause_gives_its_jobs_back(
     fast_app.resume()
     done = await final(fast_app, job.id)
     assert started == [1] and done.attempt == 1  # the given-back claim used no attempt
+
+
+async def test_a_job_claimed_again_while_its_last_run_is_told_of_is_tracked(
+    fast_app: Shigoto,
+) -> None:
+    """A snoozed job is claimed again with the same attempt (a snooze refunds it), maybe
+    while its last run still waits to hear of its write: the new run is the one running
+    (a cancel reaches it), and the job's events keep their order."""
+    runs = 0
+    blocked = asyncio.Event()
+
+    @fast_app.worker(name="twice")
+    async def twice() -> object:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            return Snooze(0)
+        blocked.set()
+        await asyncio.sleep(3600)
+        return None
+
+    seen = Seen(fast_app)  # an outcome subscriber: runs wait for their writes
+    job = await fast_app.enqueue("twice")
+    await fast_app.start()
+    await asyncio.wait_for(blocked.wait(), 10)
+    producer = fast_app.node.producers["default"]  # type: ignore[union-attr]
+    assert [key for key in producer.running] == [(job.id, 1)]
+    assert await fast_app.cancel(job.id)
+    assert await state_of(fast_app, job.id) is JobState.CANCELLED
+    await wait_until(lambda: asyncio.sleep(0, not producer.running))
+    names = [e.name for e in seen.of(job.id) if e.node is not None]
+    assert names == ["job.claimed", "job.started", "job.snoozed", "job.claimed", "job.started"]

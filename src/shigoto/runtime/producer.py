@@ -105,14 +105,17 @@ class Producer:
         self._outbox_bytes = 0  # their results' size
         # Runs waiting for their outcome to be written (for their hooks): by id(ack).
         self._waiters: dict[int, asyncio.Future[Ack | None]] = {}
-        # Runs that have performed and now only wait for their write: they hold no slot.
-        self._finishing = 0
+        # Runs that have performed and now only wait for their write and its events, by
+        # job id: they are no longer `running` (they hold no slot), and a later run of
+        # their job, claimed meanwhile, waits for them, so that a job's events keep their
+        # order (attempt 1's job.failed before attempt 2's job.claimed).
+        self._finishing: dict[int, asyncio.Task[None]] = {}
 
     @property
     def free(self) -> int:
         """How many jobs to claim: none while every slot has a job (running or held), else
         enough for the free slots and the prefetch."""
-        busy = len(self.running) - self._finishing
+        busy = len(self.running)
         if busy >= self.limit:
             return 0
         return self.limit + self.prefetch - busy
@@ -220,7 +223,7 @@ class Producer:
             self._start(job)
 
     def _claimed(self, jobs: list[Job], wanted: int) -> None:
-        """The events of a claim: queue.poll, and job.claimed for each job it took."""
+        """The claim's queue.poll (each job's job.claimed comes from its run: `_execute`)."""
         bus = self._bus
         if bus.wants("queue.poll"):
             bus.emit(
@@ -229,11 +232,6 @@ class Producer:
                 node=self._node,
                 data={"claimed": len(jobs), "wanted": wanted},
             )
-        if jobs and bus.wants("job.claimed"):
-            for job in jobs:
-                bus.publish(
-                    job_event("job.claimed", job, node=self._node, queue_wait=queue_wait(job))
-                )
 
     def _hand_over(self) -> None:
         """Outcomes must not wait for a claim that is not coming: give them to the acker."""
@@ -253,8 +251,8 @@ class Producer:
             self._acker.add(ack)
 
     async def write(self, ack: Ack) -> Ack | None:
-        """Write `ack` as `post` does, and wait for it; meanwhile its run no longer counts
-        against the queue's limit (its slot is free: a claim may come for it now)."""
+        """Write `ack` as `post` does, and wait for it (its run no longer counts against
+        the queue's limit: a claim may come for its slot now)."""
         waiter: asyncio.Future[Ack | None] = asyncio.get_running_loop().create_future()
         if self._rides(ack):
             self._outbox.append(ack)
@@ -262,12 +260,8 @@ class Producer:
             self._waiters[id(ack)] = waiter
         else:
             self._acker.add(ack, waiter)
-        self._finishing += 1
         self._wake.set()
-        try:
-            return await waiter
-        finally:
-            self._finishing -= 1
+        return await waiter
 
     def _rides(self, ack: Ack) -> bool:
         """Whether `ack` goes with the next claim: one is coming, and the outbox is small
@@ -288,7 +282,7 @@ class Producer:
         return found
 
     def _finished(self, key: tuple[int, int], task: asyncio.Task[None], run: JobRun) -> None:
-        self.running.pop(key, None)
+        self._leave(key, task)
         if task.cancelled() and not run.performed:
             # Cancelled before its first step (a stop or a pause right after the claim):
             # `_execute` never ran, so its job goes back from here, unstarted.
@@ -298,7 +292,21 @@ class Producer:
         if self._more:
             self._wake.set()
 
+    def _leave(self, key: tuple[int, int], task: asyncio.Task[None] | None) -> None:
+        """`task`'s run is no longer running (a later run of its job, after a snooze
+        refunded the attempt, may have the same key: that one stays)."""
+        entry = self.running.get(key)
+        if entry is not None and entry[0] is task:
+            del self.running[key]
+
     async def _execute(self, run: JobRun) -> None:
+        job = run.job
+        earlier = self._finishing.get(job.id)
+        if earlier is not None:  # its previous run here is still telling of its outcome
+            await asyncio.wait([earlier])
+        bus = self._bus
+        if bus.active and bus.wants("job.claimed"):
+            bus.publish(job_event("job.claimed", job, node=self._node, queue_wait=queue_wait(job)))
         if await self._slot_for(run):
             try:
                 ack = await self._executor.execute(run)
@@ -316,7 +324,15 @@ class Producer:
             return
         pending = self._finisher.finish(run, ack, self)
         if pending is not None:
-            await pending
+            task = asyncio.current_task()
+            assert task is not None
+            self._leave((job.id, job.attempt), task)  # its slot is free for a claim
+            self._finishing[job.id] = task
+            try:
+                await pending
+            finally:
+                if self._finishing.get(job.id) is task:
+                    del self._finishing[job.id]
 
     async def _slot_for(self, run: JobRun) -> bool:
         """Wait for a slot (a prefetched job); False if the job was stopped meanwhile."""
@@ -376,7 +392,7 @@ class Producer:
         self._claiming = False
         self._hand_over()  # no claim is coming for the outcomes waiting for one
         self.release_held("shutdown")
-        jobs = [task for task, _ in self.running.values()]
+        jobs = [task for task, _ in self.running.values()] + list(self._finishing.values())
         if jobs and timeout > 0:
             waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(asyncio.wait(jobs))]
             if hurry is not None:
@@ -390,6 +406,9 @@ class Producer:
             logger.info(
                 "queue %s: returning %d unfinished job(s) to the queue", self.queue, len(left)
             )
+        # Runs still telling of their outcomes finish once the acker has written them.
+        left += self._finishing.values()
+        if left:
             # A job that will not end when interrupted must not hold the stop up for ever.
             await asyncio.wait(left, timeout=max(deadline - loop.time(), 0.1))
         try:
