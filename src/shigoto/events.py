@@ -30,7 +30,6 @@ import time
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -79,7 +78,6 @@ DEFAULT_BUFFER = 1000  # events an async handler or a stream may fall behind by
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
 class Event:
     """Something that happened: `name` ("job.completed"), when (`at`), to what.
 
@@ -89,24 +87,71 @@ class Event:
     (None where it has no copy: a job cancelled by id, an event from another node), `error`
     the exception a failed run raised, `batch` the closed batch of a batch.completed; none
     of them is part of `to_dict()` (a job holds its args).
+
+    Every subscriber gets the same event: treat it as read-only. (A plain class with slots,
+    not a frozen dataclass: a busy node builds tens of thousands a second, and a frozen
+    one costs three times as much to build.)
     """
 
-    name: str
-    timestamp: float  # seconds since the epoch (time.time())
-    job_id: int | None = None
-    worker: str | None = None
-    queue: str | None = None
-    attempt: int | None = None
-    priority: int | None = None
-    node: str | None = None
-    data: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
-    job: Job | None = field(default=None, repr=False, compare=False)
-    error: BaseException | None = field(default=None, repr=False, compare=False)
-    batch: Batch | None = field(default=None, repr=False, compare=False)
+    __slots__ = (
+        "_job",
+        "_job_of",
+        "attempt",
+        "batch",
+        "data",
+        "error",
+        "job_id",
+        "name",
+        "node",
+        "priority",
+        "queue",
+        "timestamp",
+        "worker",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        timestamp: float,  # seconds since the epoch (time.time())
+        job_id: int | None = None,
+        worker: str | None = None,
+        queue: str | None = None,
+        attempt: int | None = None,
+        priority: int | None = None,
+        node: str | None = None,
+        data: Mapping[str, Any] = _EMPTY,
+        job: Job | None = None,
+        error: BaseException | None = None,
+        batch: Batch | None = None,
+        job_of: Callable[[], Job] | None = None,
+    ) -> None:
+        self.name = name
+        self.timestamp = timestamp
+        self.job_id = job_id
+        self.worker = worker
+        self.queue = queue
+        self.attempt = attempt
+        self.priority = priority
+        self.node = node
+        self.data = data
+        self.error = error
+        self.batch = batch
+        self._job = job
+        self._job_of = job_of  # makes `job` when first asked for (most handlers never do)
+
+    @property
+    def job(self) -> Job | None:
+        if self._job is None and self._job_of is not None:
+            self._job, self._job_of = self._job_of(), None
+        return self._job
 
     @property
     def at(self) -> datetime:
         return datetime.fromtimestamp(self.timestamp, UTC)
+
+    def __repr__(self) -> str:
+        about = f" job {self.job_id} ({self.worker})" if self.job_id is not None else ""
+        return f"<Event {self.name}{about} at {self.at.isoformat()}>"
 
     def to_dict(self) -> dict[str, Any]:
         """The event as JSON values (no args, no result): for logs, streams and pages."""
@@ -124,9 +169,18 @@ class Event:
 
 
 def job_event(
-    name: str, job: Job, *, node: str | None = None, error: BaseException | None = None, **data: Any
+    name: str,
+    job: Job,
+    *,
+    node: str | None = None,
+    error: BaseException | None = None,
+    final: Job | None = None,
+    job_of: Callable[[], Job] | None = None,
+    **data: Any,
 ) -> Event:
-    """An event about `job`, with its id, worker, queue, attempt and priority."""
+    """An event about `job`, with its id, worker, queue, attempt and priority. The job it
+    hands out is `job`, or `final` (the job as its row reads after the event), or what
+    `job_of` makes of it when a handler first asks for it."""
     return Event(
         name,
         time.time(),
@@ -136,9 +190,11 @@ def job_event(
         job.attempt,
         job.priority,
         node,
-        MappingProxyType(data) if data else _EMPTY,
-        job,
+        data or _EMPTY,
+        final if final is not None else (None if job_of is not None else job),
         error,
+        None,
+        job_of,
     )
 
 
@@ -151,9 +207,7 @@ def batch_event(batch: Batch, node: str | None = None) -> Event:
         "discarded": batch.discarded,
         "cancelled": batch.cancelled,
     }
-    return Event(
-        "batch.completed", time.time(), node=node, data=MappingProxyType(data), batch=batch
-    )
+    return Event("batch.completed", time.time(), node=node, data=data, batch=batch)
 
 
 def check_pattern(pattern: str) -> str:
@@ -274,6 +328,7 @@ class EventBus:
         self._streams: weakref.WeakSet[EventStream] = weakref.WeakSet()
         self._wanted: dict[str, bool] = {}  # name -> has a subscriber (a cache)
         self._wanted_any: dict[tuple[str, ...], bool] = {}
+        self._routes: dict[str, tuple[tuple[Handler, ...], tuple[_AsyncHandler, ...]]] = {}
         self.active = False  # anything subscribed at all
         self._loop: asyncio.AbstractEventLoop | None = None
         self.lost = 0  # events for async handlers published where no loop could run them
@@ -281,6 +336,7 @@ class EventBus:
         self.origin = secrets.token_hex(8)
 
     def _changed(self) -> None:
+        self._routes.clear()
         self._wanted.clear()
         self._wanted_any.clear()
         self.active = bool(self._handlers) or bool(self._streams)
@@ -343,18 +399,31 @@ class EventBus:
             self._loop = loop
         except RuntimeError:
             loop = None
-        for pattern, handler in self._handlers:
-            if matches(pattern, event.name):
-                if isinstance(handler, _AsyncHandler):
-                    self._on_loop(loop, handler.put, event)
-                    continue
-                try:
-                    handler(event)
-                except Exception:
-                    logger.exception("event handler %r failed on %s", handler, event.name)
-        for stream in list(self._streams):
-            if matches(stream.pattern, event.name):
-                self._on_loop(loop, stream._put, event)
+        route = self._routes.get(event.name)
+        if route is None:
+            route = self._route(event.name)
+        handlers, queued = route
+        for handler in handlers:
+            try:
+                handler(event)
+            except Exception:
+                logger.exception("event handler %r failed on %s", handler, event.name)
+        for subscriber in queued:
+            self._on_loop(loop, subscriber.put, event)
+        if self._streams:
+            for stream in list(self._streams):
+                if matches(stream.pattern, event.name):
+                    self._on_loop(loop, stream._put, event)
+
+    def _route(self, name: str) -> tuple[tuple[Handler, ...], tuple[_AsyncHandler, ...]]:
+        """The handlers of events called `name`: sync ones, and async ones (cached)."""
+        matching = [h for p, h in self._handlers if matches(p, name)]
+        route = (
+            tuple(h for h in matching if not isinstance(h, _AsyncHandler)),
+            tuple(h for h in matching if isinstance(h, _AsyncHandler)),
+        )
+        self._routes[name] = route
+        return route
 
     def _on_loop(
         self,
@@ -373,9 +442,7 @@ class EventBus:
         """Publish an event built from `fields` if anything wants it (not about a job)."""
         if self.wants(name):
             data = fields.pop("data", None)
-            self.publish(
-                Event(name, time.time(), data=MappingProxyType(data) if data else _EMPTY, **fields)
-            )
+            self.publish(Event(name, time.time(), data=data or _EMPTY, **fields))
 
     @property
     def dropped(self) -> int:

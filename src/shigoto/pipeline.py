@@ -96,6 +96,9 @@ class Chain:
     outer: tuple[Middleware, ...]
     inner: Callable[[Worker, Job], object]
     in_thread: bool
+    # Per layer of `outer`: whether the layer inside it is a sync middleware, whose answer
+    # may be a plain value (the others' are always awaitable).
+    sync_inside: tuple[bool, ...] = ()
 
     @property
     def plain(self) -> bool:
@@ -111,7 +114,8 @@ def compose(perform_in_thread: bool, middleware: Sequence[Middleware]) -> Chain:
         # The sync middleware right around a plain function run with it, in its thread.
         while outer and not _is_async(outer[-1]):
             inner = _around(outer.pop(), inner)
-    return Chain(tuple(outer), inner, perform_in_thread)
+    sync_inside = (*(not _is_async(layer) for layer in outer[1:]), False)
+    return Chain(tuple(outer), inner, perform_in_thread, sync_inside[: len(outer)])
 
 
 def _perform(worker: Worker, job: Job) -> object:
@@ -131,11 +135,14 @@ async def run_outer(chain: Chain, job: Job, innermost: Callable[[], Any]) -> obj
     """Run `chain.outer` around `innermost()` (the inner part, awaited or in a thread).
     On the event loop `call_next()` always returns an awaitable, whatever the layer inside
     returned (a sync middleware's short-circuit is a plain value)."""
+    outer, sync_inside, last = chain.outer, chain.sync_inside, len(chain.outer)
 
     def call(i: int) -> Any:
-        if i == len(chain.outer):
+        if i == last:
             return innermost()
-        return chain.outer[i](job, lambda: _settled(call(i + 1)))
+        if sync_inside[i]:
+            return outer[i](job, lambda: _settled(call(i + 1)))
+        return outer[i](job, lambda: call(i + 1))
 
     return await _settled(call(0))
 

@@ -16,6 +16,7 @@ acker), the acker alone (`drain_queue`), or nothing at all (inline mode has no d
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
@@ -69,53 +70,80 @@ class Finisher:
 
     async def _written(self, run: JobRun, ack: Ack, outlet: Outlet) -> None:
         written = await outlet.write(ack)
-        if written is not None:
-            await self.stopped(stopped_job(run.job, written), written, run)
+        if written is None:
+            return
+        if written.state is JobState.DISCARDED:
+            job = stopped_job(run.job, written)
+            await self._on_discard(job)
+            self._publish(job, written, run, job)
+        else:  # the job as its row now reads is made only if a handler asks for it
+            self._publish(run.job, written, run)
 
-    async def stopped(self, job: Job, ack: Ack | None = None, run: JobRun | None = None) -> None:
-        """`job`'s outcome is written (by this node's run, `ack`, or by a rescue, without
-        an ack): `on_discard` if it was discarded, then its events."""
+    async def rescued(self, job: Job) -> None:
+        """`job`'s run here was lost with its node, and a rescue wrote that (`job` is the
+        row as the rescue left it): `on_discard` if it was discarded, then its events."""
         if job.state is JobState.DISCARDED:
             await self._on_discard(job)
-        if self._bus.active:
-            self._publish(job, ack, run)
+        self._publish(job, None, None, job)
 
-    def _publish(self, job: Job, ack: Ack | None, run: JobRun | None) -> None:
+    def _publish(
+        self, job: Job, ack: Ack | None, run: JobRun | None, final: Job | None = None
+    ) -> None:
+        """The events of `job`'s run ending with `ack` (written), or of a rescue (no ack:
+        `job` is the row already); `final` is the job as the row reads now, if made."""
         bus = self._bus
-        state = job.state
-        measured: dict[str, Any] = {"queue_wait": queue_wait(job)}
-        if run is not None and run.duration is not None:
-            measured["duration"] = run.duration
-        error = None if run is None else run.error
-        entry = job.errors[-1] if job.errors and (ack is None or ack.error) else None
-        kind = None if entry is None else entry.get("error")
-        if ack is not None and ack.refund:
-            if ack.delay is not None and bus.wants("job.snoozed"):  # a snooze, not a stop
-                bus.publish(job_event("job.snoozed", job, node=self._node, seconds=ack.delay))
+        if not bus.active:
             return
+        node = self._node
+        made: dict[str, Any] = {}
+        if final is not None:
+            made["final"] = final
+        elif ack is not None:
+            made["job_of"] = functools.partial(stopped_job, job, ack)
+        if ack is not None:
+            state = ack.state
+            entry = ack.error
+            if ack.refund:
+                if ack.delay is not None and bus.wants("job.snoozed"):  # a snooze, not a stop
+                    bus.publish(job_event("job.snoozed", job, node=node, seconds=ack.delay, **made))
+                return
+        else:
+            state = job.state
+            entry = job.errors[-1] if job.errors else None
         if state is JobState.COMPLETED:
             if bus.wants("job.completed"):
-                bus.publish(job_event("job.completed", job, node=self._node, **measured))
+                bus.publish(
+                    job_event("job.completed", job, node=node, **made, **_measured(job, run))
+                )
             return
         if state is JobState.CANCELLED:
             if bus.wants("job.cancelled"):
-                bus.publish(job_event("job.cancelled", job, node=self._node, by="worker"))
+                bus.publish(job_event("job.cancelled", job, node=node, by="worker", **made))
             return
-        failed = kind is not None and kind != "Discard"
-        if failed and bus.wants("job.failed"):
+        kind = None if entry is None else entry.get("error")
+        error = None if run is None else run.error
+        if kind is not None and kind != "Discard" and bus.wants("job.failed"):
             bus.publish(
                 job_event(
                     "job.failed",
                     job,
-                    node=self._node,
+                    node=node,
                     error=error,
                     kind=kind,
                     will_retry=not state.is_final,
-                    **measured,
+                    **made,
+                    **_measured(job, run),
                 )
             )
         if state is JobState.DISCARDED and bus.wants("job.discarded"):
-            bus.publish(job_event("job.discarded", job, node=self._node, error=error, kind=kind))
+            bus.publish(job_event("job.discarded", job, node=node, error=error, kind=kind, **made))
+
+
+def _measured(job: Job, run: JobRun | None) -> dict[str, Any]:
+    """A run's measurements: `queue_wait`, and `duration` once it ran."""
+    if run is None or run.duration is None:
+        return {"queue_wait": queue_wait(job)}
+    return {"queue_wait": queue_wait(job), "duration": run.duration}
 
 
 def queue_wait(job: Job) -> float | None:

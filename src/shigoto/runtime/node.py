@@ -539,7 +539,7 @@ class Node:
         for job in jobs:  # their run (here, before a crash elsewhere) failed: NodeLost
             if bus.active and bus.wants("job.rescued"):
                 bus.publish(job_event("job.rescued", job, node=self.id, state=job.state.value))
-            await self._finisher.stopped(job)
+            await self._finisher.rescued(job)
 
     def _batch_closed(self, batch: Batch) -> None:
         if self.bus.wants("batch.completed"):
