@@ -394,11 +394,6 @@ class EventBus:
         """Hand `event` to its subscribers. Sync handlers run at once, in the calling thread;
         async handlers and streams on the event loop (from another thread, the loop this
         bus last published on, if it still runs)."""
-        try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-            self._loop = loop
-        except RuntimeError:
-            loop = None
         route = self._routes.get(event.name)
         if route is None:
             route = self._route(event.name)
@@ -408,9 +403,14 @@ class EventBus:
                 handler(event)
             except Exception:
                 logger.exception("event handler %r failed on %s", handler, event.name)
-        for subscriber in queued:
-            self._on_loop(loop, subscriber.put, event)
-        if self._streams:
+        if queued or self._streams:
+            try:
+                loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+                self._loop = loop
+            except RuntimeError:
+                loop = None
+            for subscriber in queued:
+                self._on_loop(loop, subscriber.put, event)
             for stream in list(self._streams):
                 if matches(stream.pattern, event.name):
                     self._on_loop(loop, stream._put, event)

@@ -99,6 +99,9 @@ class Chain:
     # Per layer of `outer`: whether the layer inside it is a sync middleware, whose answer
     # may be a plain value (the others' are always awaitable).
     sync_inside: tuple[bool, ...] = ()
+    # Where `perform` is async: the whole chain as one function of (worker, job), whose
+    # answer is awaited until it is a value.
+    entry: Callable[[Worker, Job], object] | None = None
 
     @property
     def plain(self) -> bool:
@@ -114,8 +117,31 @@ def compose(perform_in_thread: bool, middleware: Sequence[Middleware]) -> Chain:
         # The sync middleware right around a plain function run with it, in its thread.
         while outer and not _is_async(outer[-1]):
             inner = _around(outer.pop(), inner)
-    sync_inside = (*(not _is_async(layer) for layer in outer[1:]), False)
-    return Chain(tuple(outer), inner, perform_in_thread, sync_inside[: len(outer)])
+    sync_inside = (*(not _is_async(layer) for layer in outer[1:]), False)[: len(outer)]
+    entry = None
+    if not perform_in_thread:
+        entry = inner
+        for layer, settle in reversed(list(zip(outer, sync_inside, strict=True))):
+            entry = _layer(layer, entry, settle)
+    return Chain(tuple(outer), inner, perform_in_thread, sync_inside, entry)
+
+
+def _layer(
+    middleware: Middleware, inner: Callable[[Worker, Job], object], settle: bool
+) -> Callable[[Worker, Job], object]:
+    """`middleware` around `inner` on the event loop; `settle` where `inner` is a sync
+    middleware, whose answer may be a plain value (`call_next()` must give an awaitable)."""
+    if settle:
+
+        def settled(worker: Worker, job: Job) -> object:
+            return middleware(job, lambda: _settled(inner(worker, job)))
+
+        return settled
+
+    def call(worker: Worker, job: Job) -> object:
+        return middleware(job, lambda: inner(worker, job))
+
+    return call
 
 
 def _perform(worker: Worker, job: Job) -> object:
@@ -131,10 +157,11 @@ def _around(
     return call
 
 
-async def run_outer(chain: Chain, job: Job, innermost: Callable[[], Any]) -> object:
-    """Run `chain.outer` around `innermost()` (the inner part, awaited or in a thread).
-    On the event loop `call_next()` always returns an awaitable, whatever the layer inside
-    returned (a sync middleware's short-circuit is a plain value)."""
+def start_outer(chain: Chain, job: Job, innermost: Callable[[], Any]) -> Any:
+    """Start `chain.outer` around `innermost()` (the inner part, awaited or in a thread):
+    the outermost layer's answer, a value or an awaitable (the caller awaits it until it
+    is a value). On the event loop `call_next()` always returns an awaitable, whatever the
+    layer inside returned (a sync middleware's short-circuit is a plain value)."""
     outer, sync_inside, last = chain.outer, chain.sync_inside, len(chain.outer)
 
     def call(i: int) -> Any:
@@ -144,7 +171,7 @@ async def run_outer(chain: Chain, job: Job, innermost: Callable[[], Any]) -> obj
             return outer[i](job, lambda: _settled(call(i + 1)))
         return outer[i](job, lambda: call(i + 1))
 
-    return await _settled(call(0))
+    return call(0)
 
 
 async def _settled(result: Any) -> object:

@@ -32,13 +32,13 @@ from shigoto.events import EventBus, job_event
 from shigoto.job import Job, JobState
 from shigoto.outcomes import DatabaseUnavailable
 from shigoto.runtime.executor import error_entry
+from shigoto.runtime.finish import Waiter
 from shigoto.runtime.retrying import TRANSIENT, Backoff
 from shigoto.worker import default_backoff
 
 logger = logging.getLogger("shigoto.acker")
 
 Database = Callable[[Operation[Any]], Awaitable[Any]]
-Waiter = asyncio.Future[Ack | None]
 
 BATCH = 1_000  # outcomes per statement, at most
 BATCH_BYTES = 16 << 20  # results per statement, at most (but always one outcome)
@@ -98,7 +98,7 @@ class Acker:
         """Queue `ack` and wait until it is written: the outcome that applied (`ack`, or
         the failure that replaced it if the database refused it), None if the job was no
         longer this run's (cancelled or rescued meanwhile)."""
-        done: Waiter = self._loop.create_future()
+        done: asyncio.Future[Ack | None] = self._loop.create_future()
         self.add(ack, done)
         return await done
 

@@ -27,7 +27,7 @@ from shigoto.outcomes import ConfigurationError, ShigotoError
 from shigoto.runtime.acker import Acker
 from shigoto.runtime.context import JobRun
 from shigoto.runtime.executor import Executor
-from shigoto.runtime.finish import Finisher, queue_wait, stopped_job
+from shigoto.runtime.finish import Finisher, Telling, Waiter, queue_wait, stopped_job
 from shigoto.runtime.node import new_node_id
 from shigoto.worker import WorkerRegistry
 
@@ -136,11 +136,13 @@ async def drain_queue(
 class _Drained:
     """drain_queue's outlet: the acker, each outcome written before the next claim."""
 
+    untold: dict[int, Telling] | None = None  # each run waits for its write, then tells
+
     def __init__(self, acker: Acker) -> None:
         self._acker = acker
         self._last: asyncio.Future[execution.Ack | None] | None = None
 
-    def post(self, ack: execution.Ack) -> None:
+    def post(self, ack: execution.Ack, told: Waiter | None = None) -> None:
         self._last = asyncio.get_running_loop().create_future()
         self._acker.add(ack, self._last)
 
@@ -169,7 +171,9 @@ def _outcome_name(ack: execution.Ack) -> str:
 class _Unwritten:
     """Inline mode's outlet: no database, so every outcome "applies" as it is."""
 
-    def post(self, ack: execution.Ack) -> None:
+    untold: dict[int, Telling] | None = None
+
+    def post(self, ack: execution.Ack, told: Waiter | None = None) -> None:
         pass
 
     async def write(self, ack: execution.Ack) -> execution.Ack | None:

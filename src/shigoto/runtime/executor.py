@@ -40,7 +40,7 @@ from shigoto.outcomes import (
     Snooze,
     UnknownWorkerError,
 )
-from shigoto.pipeline import Chain, compose, run_outer
+from shigoto.pipeline import Chain, compose, start_outer
 from shigoto.runtime import context
 from shigoto.runtime.context import JobRun
 from shigoto.worker import FunctionWorker, Worker, WorkerRegistry, default_backoff
@@ -177,7 +177,17 @@ class Executor:
             bus.publish(job_event("job.started", job, node=self.node_id))
         started = time.monotonic()
         try:
-            if chain is not None:
+            if chain is not None and chain.entry is not None:
+                # The chain, in this coroutine (a coroutine fewer per job than a method).
+                try:
+                    outcome = chain.entry(worker, job)
+                    while inspect.isawaitable(outcome):
+                        outcome = await outcome
+                except Outcome as raised:
+                    outcome = raised
+                except Exception as error:
+                    outcome = error
+            elif chain is not None:
                 outcome = await self._perform_chain(chain, worker, run, task)
             elif in_thread:
                 outcome = await self._perform_in_thread(worker, run, task)
@@ -278,29 +288,23 @@ class Executor:
     async def _perform_chain(
         self, chain: Chain, worker: Worker, run: JobRun, task: asyncio.Task[Any]
     ) -> object:
-        """`_perform` through the worker's middleware: what the chain returned or raised."""
+        """`_perform` through middleware around a plain function: what the chain returned
+        or raised (the function, and the sync middleware right around it, in a thread)."""
 
         def innermost() -> Any:
-            if chain.in_thread:
-                return self._call_in_thread(
-                    lambda job: chain.inner(worker, job), worker, run, task, watch=chain.plain
-                )
-            return chain.inner(worker, run.job)
+            return self._call_in_thread(
+                lambda job: chain.inner(worker, job), worker, run, task, watch=chain.plain
+            )
 
         try:
-            if chain.plain:
-                return await self._settled(innermost())
-            return await run_outer(chain, run.job, innermost)
+            result = innermost() if chain.plain else start_outer(chain, run.job, innermost)
+            while inspect.isawaitable(result):
+                result = await result
+            return result
         except Outcome as outcome:
             return outcome
         except Exception as error:
             return error
-
-    @staticmethod
-    async def _settled(result: Any) -> object:
-        while inspect.isawaitable(result):
-            result = await result
-        return result
 
     async def _call_in_thread(
         self,

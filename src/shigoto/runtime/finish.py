@@ -15,13 +15,15 @@ acker), the acker alone (`drain_queue`), or nothing at all (inline mode has no d
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-import functools
+import time
 from collections.abc import Awaitable, Callable, Coroutine
+from functools import partial
 from typing import Any, Protocol
 
 from shigoto.db.execution import Ack
-from shigoto.events import EventBus, job_event
+from shigoto.events import Event, EventBus, job_event
 from shigoto.job import Job, JobState
 from shigoto.runtime.context import JobRun
 
@@ -29,11 +31,23 @@ from shigoto.runtime.context import JobRun
 OUTCOME_EVENTS = ("job.completed", "job.failed", "job.snoozed", "job.discarded", "job.cancelled")
 
 
+class Waiter(Protocol):
+    """Told what was written for an outcome: an `asyncio.Future`, or a `Telling`."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: Ack | None, /) -> None: ...
+
+
 class Outlet(Protocol):
     """Where outcomes are written."""
 
-    def post(self, ack: Ack) -> None:
-        """Write `ack` soon; nobody waits for it."""
+    # Outcomes whose events wait for their write, by job id, where the outlet can tell a
+    # `Telling` when an outcome is written (a producer); None where it cannot.
+    untold: dict[int, Telling] | None
+
+    def post(self, ack: Ack, told: Waiter | None = None) -> None:
+        """Write `ack` soon; `told`, if given, is told what was written once it was."""
 
     async def write(self, ack: Ack) -> Ack | None:
         """Write `ack` and wait: the outcome that applied (`ack`, or the failure that
@@ -62,10 +76,18 @@ class Finisher:
     def finish(self, run: JobRun, ack: Ack, outlet: Outlet) -> Coroutine[Any, Any, None] | None:
         """End `run` with `ack`; returns what is left to await, if anything. A run nobody
         needs to hear about (no subscriber, not a discard, which most runs are) is handed
-        to the outlet and done: no copy of the job, nothing to await."""
-        if ack.state is not JobState.DISCARDED and not self._heard():
-            outlet.post(ack)
-            return None
+        to the outlet and done. One whose events are wanted is handed over with a
+        `Telling`, which publishes them once the write applied, from the outlet, with
+        nothing to await (on a node); where the outlet cannot tell (drain_queue, inline),
+        and for a discard (its worker's `on_discard` is awaited), the run waits for the
+        write, then tells."""
+        if ack.state is not JobState.DISCARDED:
+            if not self._heard():
+                outlet.post(ack)
+                return None
+            if outlet.untold is not None:
+                outlet.post(ack, Telling(self, run))
+                return None
         return self._written(run, ack, outlet)
 
     async def _written(self, run: JobRun, ack: Ack, outlet: Outlet) -> None:
@@ -95,27 +117,44 @@ class Finisher:
         if not bus.active:
             return
         node = self._node
+        state = job.state if ack is None else ack.state
+        if state is JobState.COMPLETED and not (ack is not None and ack.refund):
+            # Most runs: the event is built here, directly.
+            if bus.wants("job.completed"):
+                job_of = (
+                    None if final is not None or ack is None else partial(stopped_job, job, ack)
+                )
+                bus.publish(
+                    Event(
+                        "job.completed",
+                        time.time(),
+                        job.id,
+                        job.worker,
+                        job.queue,
+                        job.attempt,
+                        job.priority,
+                        node,
+                        _measured(job, run),
+                        final,
+                        None,
+                        None,
+                        job_of,
+                    )
+                )
+            return
         made: dict[str, Any] = {}
         if final is not None:
             made["final"] = final
         elif ack is not None:
-            made["job_of"] = functools.partial(stopped_job, job, ack)
+            made["job_of"] = partial(stopped_job, job, ack)
         if ack is not None:
-            state = ack.state
             entry = ack.error
             if ack.refund:
                 if ack.delay is not None and bus.wants("job.snoozed"):  # a snooze, not a stop
                     bus.publish(job_event("job.snoozed", job, node=node, seconds=ack.delay, **made))
                 return
         else:
-            state = job.state
             entry = job.errors[-1] if job.errors else None
-        if state is JobState.COMPLETED:
-            if bus.wants("job.completed"):
-                bus.publish(
-                    job_event("job.completed", job, node=node, **made, **_measured(job, run))
-                )
-            return
         if state is JobState.CANCELLED:
             if bus.wants("job.cancelled"):
                 bus.publish(job_event("job.cancelled", job, node=node, by="worker", **made))
@@ -137,6 +176,51 @@ class Finisher:
             )
         if state is JobState.DISCARDED and bus.wants("job.discarded"):
             bus.publish(job_event("job.discarded", job, node=node, error=error, kind=kind, **made))
+
+
+class Telling:
+    """The events of a run's outcome, published when its outlet is told the outcome was
+    written (`set_result`, as a future's). While it waits on an acker's batch, its outlet
+    lists it in `untold` under its job's id, so that a later run of the job can wait for it
+    (`wait`): a job's events keep their order. (An outcome riding with a claim is told
+    before that claim starts anything.)"""
+
+    __slots__ = ("_done", "_finisher", "_run", "_untold", "_waiting")
+
+    def __init__(self, finisher: Finisher, run: JobRun) -> None:
+        self._finisher = finisher
+        self._run = run
+        self._done = False
+        self._waiting: list[asyncio.Future[None]] | None = None
+        self._untold: dict[int, Telling] | None = None
+
+    def listed_in(self, untold: dict[int, Telling]) -> None:
+        self._untold = untold
+        untold[self._run.job.id] = self
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, written: Ack | None, /) -> None:
+        """`written` is what applied (None: the job was no longer this run's)."""
+        self._done = True
+        job = self._run.job
+        untold = self._untold
+        if untold is not None and untold.get(job.id) is self:
+            del untold[job.id]
+        if written is not None:
+            self._finisher._publish(job, written, self._run)
+        if self._waiting is not None:
+            for waiter in self._waiting:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Return once the events are published (or the outcome is known not written)."""
+        if not self._done:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting = [*(self._waiting or ()), waiter]
+            await waiter
 
 
 def _measured(job: Job, run: JobRun | None) -> dict[str, Any]:

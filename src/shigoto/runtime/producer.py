@@ -37,7 +37,7 @@ from shigoto.logs import job_fields
 from shigoto.runtime.acker import Acker, refused
 from shigoto.runtime.context import JobRun
 from shigoto.runtime.executor import Executor
-from shigoto.runtime.finish import Finisher, queue_wait
+from shigoto.runtime.finish import Finisher, Telling, Waiter, queue_wait
 from shigoto.runtime.retrying import TRANSIENT, Backoff
 from shigoto.runtime.slots import Slots
 
@@ -103,8 +103,10 @@ class Producer:
         self._claim_settled.set()
         self._outbox: list[Ack] = []  # outcomes to write with the next claim
         self._outbox_bytes = 0  # their results' size
-        # Runs waiting for their outcome to be written (for their hooks): by id(ack).
-        self._waiters: dict[int, asyncio.Future[Ack | None]] = {}
+        # Who waits for an outcome riding with the next claim to be written: by id(ack).
+        self._waiters: dict[int, Waiter] = {}
+        # Outcomes whose events wait for their write, by job id (see `runtime.finish`).
+        self.untold: dict[int, Telling] | None = {}
         # Runs that have performed and now only wait for their write and its events, by
         # job id: they are no longer `running` (they hold no slot), and a later run of
         # their job, claimed meanwhile, waits for them, so that a job's events keep their
@@ -190,7 +192,7 @@ class Producer:
         except BaseException as error:
             # Written or not, the acker writes them again (an outcome applies only once).
             for ack in acks:
-                self._acker.add(ack, self._waiters.pop(id(ack), None))
+                self._to_acker(ack, self._waiters.pop(id(ack), None))
             if acks and refused(error):
                 # Perhaps one of the outcomes: the acker finds it; claim alone next time.
                 logger.warning(
@@ -237,18 +239,27 @@ class Producer:
         """Outcomes must not wait for a claim that is not coming: give them to the acker."""
         acks, self._outbox, self._outbox_bytes = self._outbox, [], 0
         for ack in acks:
-            self._acker.add(ack, self._waiters.pop(id(ack), None))
+            self._to_acker(ack, self._waiters.pop(id(ack), None))
 
     # -- the outlet of the finisher ------------------------------------------------------------
 
-    def post(self, ack: Ack) -> None:
+    def post(self, ack: Ack, told: Waiter | None = None) -> None:
         """Write `ack` with the next claim if one is coming (`_finished` wakes the loop,
-        which claims with it), else through the acker."""
+        which claims with it), else through the acker; `told` hears what was written."""
         if self._rides(ack):
             self._outbox.append(ack)
             self._outbox_bytes += ack.size
+            if told is not None:
+                self._waiters[id(ack)] = told
         else:
-            self._acker.add(ack)
+            self._to_acker(ack, told)
+
+    def _to_acker(self, ack: Ack, told: Waiter | None = None) -> None:
+        """Have the acker write `ack`. Its events wait for the acker's answer, which may
+        come after a claim that took the job again: list them as untold till then."""
+        if isinstance(told, Telling) and self.untold is not None:
+            told.listed_in(self.untold)
+        self._acker.add(ack, told)
 
     async def write(self, ack: Ack) -> Ack | None:
         """Write `ack` as `post` does, and wait for it (its run no longer counts against
@@ -301,9 +312,13 @@ class Producer:
 
     async def _execute(self, run: JobRun) -> None:
         job = run.job
+        # Its previous run here may still be telling of its outcome: that comes first.
         earlier = self._finishing.get(job.id)
-        if earlier is not None:  # its previous run here is still telling of its outcome
+        if earlier is not None:
             await asyncio.wait([earlier])
+        untold = self.untold.get(job.id) if self.untold else None
+        if untold is not None:
+            await untold.wait()
         bus = self._bus
         if bus.active and bus.wants("job.claimed"):
             bus.publish(job_event("job.claimed", job, node=self._node, queue_wait=queue_wait(job)))
