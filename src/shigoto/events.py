@@ -181,6 +181,19 @@ def job_event(
     """An event about `job`, with its id, worker, queue, attempt and priority. The job it
     hands out is `job`, or `final` (the job as its row reads after the event), or what
     `job_of` makes of it when a handler first asks for it."""
+    return about_job(name, job, node, data or _EMPTY, error, final, job_of)
+
+
+def about_job(
+    name: str,
+    job: Job,
+    node: str | None,
+    data: Mapping[str, Any],
+    error: BaseException | None = None,
+    final: Job | None = None,
+    job_of: Callable[[], Job] | None = None,
+) -> Event:
+    """`job_event` without keyword arguments, for the runtime's busiest events."""
     return Event(
         name,
         time.time(),
@@ -190,7 +203,7 @@ def job_event(
         job.attempt,
         job.priority,
         node,
-        data or _EMPTY,
+        data,
         final if final is not None else (None if job_of is not None else job),
         error,
         None,

@@ -177,24 +177,18 @@ class Executor:
             bus.publish(job_event("job.started", job, node=self.node_id))
         started = time.monotonic()
         try:
-            if chain is not None and chain.entry is not None:
-                # The chain, in this coroutine (a coroutine fewer per job than a method).
-                try:
-                    outcome = chain.entry(worker, job)
-                    while inspect.isawaitable(outcome):
-                        outcome = await outcome
-                except Outcome as raised:
-                    outcome = raised
-                except Exception as error:
-                    outcome = error
-            elif chain is not None:
-                outcome = await self._perform_chain(chain, worker, run, task)
-            elif in_thread:
-                outcome = await self._perform_in_thread(worker, run, task)
-            else:
-                outcome = await self._perform(worker, run)
+            outcome = self._start(worker, run, task, chain, in_thread)
+            if inspect.isawaitable(outcome):
+                outcome = await outcome
+                # A middleware may answer with an awaitable (a sync one's call_next()).
+                while chain is not None and inspect.isawaitable(outcome):
+                    outcome = await outcome
         except asyncio.CancelledError:
             return self._interrupted(run, worker, task)
+        except Outcome as raised:  # returned or raised, an outcome is an outcome
+            outcome = raised
+        except Exception as error:
+            outcome = error
         finally:
             run.duration = time.monotonic() - started
             # (The alarm stays set: jobs that finish at once, which is most of them on a
@@ -262,49 +256,32 @@ class Executor:
         if upcoming:
             self._alarm = loop.call_at(min(upcoming), self._stop_overdue)
 
-    async def _perform(self, worker: Worker, run: JobRun) -> object:
-        """Whatever `perform` returned or raised (as the value)."""
-        try:
-            result = worker.perform(run.job)
-            if inspect.isawaitable(result):
-                result = await result
-            return result
-        except Outcome as outcome:
-            return outcome
-        except Exception as error:
-            return error
-
-    async def _perform_in_thread(
-        self, worker: Worker, run: JobRun, task: asyncio.Task[Any]
+    def _start(
+        self,
+        worker: Worker,
+        run: JobRun,
+        task: asyncio.Task[Any],
+        chain: Chain | None,
+        in_thread: bool,
     ) -> object:
-        """`_perform` for a plain function, in the thread pool."""
-        try:
-            return await self._call_in_thread(worker.perform, worker, run, task)
-        except Outcome as outcome:
-            return outcome
-        except Exception as error:
-            return error
+        """The run's first step: what `perform`, through the worker's middleware, answered:
+        a value, or an awaitable of it (a coroutine, a thread's future). The run awaits it
+        in its own coroutine, whatever the path (no coroutine of ours in between)."""
+        if chain is None:
+            if in_thread:
+                return self._call_in_thread(worker.perform, worker, run, task)
+            return worker.perform(run.job)
+        if chain.entry is not None:  # an async perform: the chain is one function
+            return chain.entry(worker, run.job)
 
-    async def _perform_chain(
-        self, chain: Chain, worker: Worker, run: JobRun, task: asyncio.Task[Any]
-    ) -> object:
-        """`_perform` through middleware around a plain function: what the chain returned
-        or raised (the function, and the sync middleware right around it, in a thread)."""
-
+        # A plain function (and the sync middleware right around it) in a thread, inside
+        # middleware on the event loop.
         def innermost() -> Any:
             return self._call_in_thread(
                 lambda job: chain.inner(worker, job), worker, run, task, watch=chain.plain
             )
 
-        try:
-            result = innermost() if chain.plain else start_outer(chain, run.job, innermost)
-            while inspect.isawaitable(result):
-                result = await result
-            return result
-        except Outcome as outcome:
-            return outcome
-        except Exception as error:
-            return error
+        return innermost() if chain.plain else start_outer(chain, run.job, innermost)
 
     async def _call_in_thread(
         self,

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from typing import Any, Protocol
 
 from shigoto.db.execution import Ack
-from shigoto.events import Event, EventBus, job_event
+from shigoto.events import EventBus, about_job, job_event
 from shigoto.job import Job, JobState
 from shigoto.runtime.context import JobRun
 
@@ -125,21 +124,7 @@ class Finisher:
                     None if final is not None or ack is None else partial(stopped_job, job, ack)
                 )
                 bus.publish(
-                    Event(
-                        "job.completed",
-                        time.time(),
-                        job.id,
-                        job.worker,
-                        job.queue,
-                        job.attempt,
-                        job.priority,
-                        node,
-                        _measured(job, run),
-                        final,
-                        None,
-                        None,
-                        job_of,
-                    )
+                    about_job("job.completed", job, node, _measured(job, run), None, final, job_of)
                 )
             return
         made: dict[str, Any] = {}
