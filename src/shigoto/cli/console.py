@@ -10,13 +10,17 @@ Output is plain text: markup in a name from the database is printed as it is.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from collections.abc import Callable, Container, Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import psycopg
 import typer
-from rich.console import Console
+from rich.console import Console, JustifyMethod
+from rich.table import Table
 from rich.text import Text
 
 from shigoto.outcomes import DatabaseUnavailable, ShigotoError
@@ -44,6 +48,26 @@ err = Console(stderr=True, markup=False, emoji=False, highlight=False, soft_wrap
 # What a command reports as one line rather than a traceback: bad input, a database that
 # cannot be reached or refuses a statement.
 EXPECTED = (ShigotoError, psycopg.Error)
+
+
+T = TypeVar("T")
+
+
+def json_lines(items: Iterable[T], document: Callable[[T], dict[str, Any]]) -> None:
+    """A listing's `--json`: one JSON object per line, one line per item."""
+    for item in items:
+        typer.echo(json.dumps(document(item)))
+
+
+def table(
+    columns: Sequence[str], *, right: Container[str] = (), no_wrap: Container[str] = ()
+) -> Table:
+    """A listing's table: these columns, left-aligned but the `right` ones."""
+    listing = Table(title_justify="left")
+    for column in columns:
+        justify: JustifyMethod = "right" if column in right else "left"
+        listing.add_column(column, justify=justify, no_wrap=column in no_wrap)
+    return listing
 
 
 def fail(problem: object) -> typer.Exit:

@@ -16,11 +16,10 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from shigoto.app import Shigoto
-from shigoto.cli.console import age, err, fail, out
+from shigoto.cli.console import age, err, fail, json_lines, out, table
 from shigoto.cli.context import open_app
 from shigoto.cli.options import AppOption, DsnOption, JsonLinesOption, SchemaOption
 from shigoto.cli.root import cli
@@ -49,14 +48,12 @@ def list_jobs(
             state=state, queue=queue, worker=worker, tags=tag, limit=limit, after=after
         )
     if as_json:
-        for job in page.jobs:
-            typer.echo(json.dumps(_job_document(job)))
+        json_lines(page.jobs, _job_document)
         return
-    table = Table(title_justify="left")
-    for column in ("id", "state", "queue", "worker", "attempt", "priority", "scheduled", "tags"):
-        table.add_column(column, justify="right" if column in ("id", "attempt") else "left")
+    columns = ("id", "state", "queue", "worker", "attempt", "priority", "scheduled", "tags")
+    listing = table(columns, right=("id", "attempt"))
     for job in page.jobs:
-        table.add_row(
+        listing.add_row(
             str(job.id),
             job.state.value,
             Text(job.queue),
@@ -66,7 +63,7 @@ def list_jobs(
             age(job.scheduled_at),
             Text(",".join(job.tags)),
         )
-    out.print(table)
+    out.print(listing)
     if page.next_cursor is not None:
         out.print(f"more: --after {page.next_cursor}", style="dim")
 

@@ -8,14 +8,12 @@ Times are shown as ages ('5m ago', 'in 5m'); `--json` gives ISO 8601 times.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
-from shigoto.cli.console import out, when
+from shigoto.cli.console import json_lines, out, table, when
 from shigoto.cli.context import open_app
 from shigoto.cli.options import AppOption, DsnOption, JsonLinesOption, SchemaOption
 from shigoto.cli.root import cli
@@ -36,14 +34,12 @@ def list_schedules(
     with open_app(dsn, schema, app) as shigoto:
         entries = shigoto.sync.schedules()
     if as_json:
-        for entry in entries:
-            typer.echo(json.dumps(_schedule_document(entry)))
+        json_lines(entries, _schedule_document)
         return
-    table = Table(title_justify="left")
-    for column in ("name", "schedule", "tz", "worker", "queue", "last run", "next run", "catch-up"):
-        table.add_column(column, no_wrap=column in ("schedule", "tz"))
+    columns = ("name", "schedule", "tz", "worker", "queue", "last run", "next run", "catch-up")
+    listing = table(columns, no_wrap=("schedule", "tz"))
     for entry in entries:
-        table.add_row(
+        listing.add_row(
             Text(entry.name + (" (paused)" if entry.paused else "")),
             Text(_describe(entry.schedule)),
             Text(entry.schedule.tz),
@@ -53,7 +49,7 @@ def list_schedules(
             when(entry.next_fire_at) if entry.next_fire_at else "-",
             _catch_up(entry),
         )
-    out.print(table)
+    out.print(listing)
 
 
 def _describe(schedule: Schedule) -> str:
