@@ -320,8 +320,11 @@ class Harness:
         self.start_node()
 
     async def _terminate(self, everything: bool) -> None:
+        # With a timeout, pg_terminate_backend returns once the backend has exited: the
+        # fault's window ends when its connections are really gone (without, a backend
+        # could die after `until`, and a client call it broke read as outside the fault).
         query = (
-            "SELECT count(pg_terminate_backend(pid)) FROM (SELECT pid FROM pg_stat_activity "
+            "SELECT count(pg_terminate_backend(pid, 5000)) FROM (SELECT pid FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid() "
             "AND application_name LIKE 'shigoto%%' ORDER BY random() LIMIT %s) AS chosen"
         )
