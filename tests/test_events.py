@@ -418,3 +418,16 @@ async def test_custom_events_cross_node_processes(
 
     rows = await wait_until(heard_by_both, timeout=30)
     assert sorted(pid for (pid,) in rows) == sorted([first.pid, second.pid])  # type: ignore[union-attr]
+
+
+def test_an_event_no_loop_can_take_is_counted_as_dropped() -> None:
+    """Published outside any event loop before one ran here, an event an async handler
+    would get has nowhere to run: it is counted, not lost unseen."""
+    bus = EventBus()
+
+    async def handler(event: Event) -> None:
+        raise AssertionError("never called")
+
+    bus.subscribe("custom.*", handler)
+    bus.emit("custom.tick")
+    assert bus.dropped == 1

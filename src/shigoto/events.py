@@ -344,7 +344,7 @@ class EventBus:
         self._routes: dict[str, tuple[tuple[Handler, ...], tuple[_AsyncHandler, ...]]] = {}
         self.active = False  # anything subscribed at all
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.lost = 0  # events for async handlers published where no loop could run them
+        self._lost = 0  # events for async handlers published where no loop could run them
         # Tells this process's custom events from other processes' (see `custom_message`).
         self.origin = secrets.token_hex(8)
 
@@ -449,7 +449,7 @@ class EventBus:
         elif self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(put, event)
         else:
-            self.lost += 1  # published off any loop, before one ran: nowhere to run it
+            self._lost += 1  # published off any loop, before one ran: nowhere to run it
 
     def emit(self, name: str, **fields: Any) -> None:
         """Publish an event built from `fields` if anything wants it (not about a job)."""
@@ -459,8 +459,10 @@ class EventBus:
 
     @property
     def dropped(self) -> int:
-        """Events the async handlers lost because they fell behind."""
-        return sum(h.dropped for _, h in self._handlers if isinstance(h, _AsyncHandler))
+        """Events async handlers and streams never got: they fell behind, or the event was
+        published in a thread before any loop ran here."""
+        behind = sum(h.dropped for _, h in self._handlers if isinstance(h, _AsyncHandler))
+        return behind + self._lost
 
     async def settle(self) -> None:
         """Wait until the async handlers have handled every event published so far."""
