@@ -431,3 +431,15 @@ def test_an_event_no_loop_can_take_is_counted_as_dropped() -> None:
     bus.subscribe("custom.*", handler)
     bus.emit("custom.tick")
     assert bus.dropped == 1
+
+
+async def test_the_sync_facade_emits_custom_events(app: Shigoto) -> None:
+    """`app.sync.emit`, as a plain-function job would call it: heard here at once, and
+    checked as the async one is."""
+    seen = Seen(app, "custom.*")
+    await asyncio.to_thread(app.sync.emit, 9, "import.chunk", {"done": 3})
+    [event] = seen.events
+    assert (event.name, event.job_id, dict(event.data)) == ("custom.import.chunk", 9, {"done": 3})
+    with pytest.raises(InvalidEventError, match="name"):
+        await asyncio.to_thread(app.sync.emit, None, "<b>", {})
+    await asyncio.to_thread(app.sync.close)
